@@ -1,0 +1,241 @@
+"""The ``longmm`` command.
+
+``fit``, ``validate``, ``test`` and ``predict`` go through LightningCLI (YAML recipes,
+``--section.key value`` overrides); ``data`` and ``quickstart`` are longmm's own.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+
+from longmm.errors import LongmmError
+from longmm.evaluation.plots import plot_confusion_matrix, plot_curves
+from longmm.evaluation.report import classification_report
+from longmm.io import atomic_write_json, atomic_write_text
+from longmm.runs import AtomicCheckpointIO, export_best_weights, read_checkpoint
+from longmm.training.callbacks import EpochReseed
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+class LongmmCLI(LightningCLI):
+    """LightningCLI that owns the run folder: config, checkpoints, metrics, report, plots."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_argument("--out", type=str | None, default=None, help="Run folder (default: runs/<recipe>).")
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+    # -- run folder ----------------------------------------------------------------------------
+    def _sub(self) -> Any:
+        return self.config[self.subcommand]
+
+    def run_dir(self) -> Path:
+        return Path(self._out)
+
+    def _parse_ckpt_path(self) -> None:
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
+            raise LongmmError(f"{ckpt_path}: checkpoint not found")
+        if ckpt_path and Path(ckpt_path).is_file():
+            read_checkpoint(ckpt_path)  # a clear error for a truncated or corrupt file
+        super()._parse_ckpt_path()
+
+    def before_instantiate_classes(self) -> None:
+        sub = self._sub()
+        configs = sub.get("config") or []
+        stem = Path(str(configs[0])).stem if configs else "run"
+        self._out = sub.get("out") or str(Path("runs") / stem)
+        sub.trainer.default_root_dir = self._out
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        run = self.run_dir()
+        callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        config["callbacks"] = list(config.get("callbacks") or [])
+        config["plugins"] = [*(config.get("plugins") or []), AtomicCheckpointIO()]
+        if self.subcommand == "fit":
+            monitor = getattr(self.model, "monitor", "val/loss")
+            mode = getattr(self.model, "monitor_mode", "min")
+            self.checkpoint_callback = ModelCheckpoint(
+                dirpath=run / "checkpoints",
+                filename="best",
+                monitor=monitor,
+                mode=mode,
+                save_top_k=1,
+                save_last=True,
+                enable_version_counter=False,
+                auto_insert_metric_name=False,
+            )
+            config["callbacks"] += [self.checkpoint_callback, EpochReseed()]
+            if config.get("logger") in (None, True):
+                config["logger"] = CSVLogger(save_dir=str(run), name="logs", version="")
+        else:
+            config["logger"] = False
+        return self._instantiate_trainer(config, callbacks)
+
+    def _write_config(self) -> None:
+        if self.trainer.is_global_zero:
+            text = self._parser(self.subcommand).dump(self._sub(), skip_none=False)
+            atomic_write_text(self.run_dir() / "config.yaml", text)
+
+    # -- fit -----------------------------------------------------------------------------------
+    def before_fit(self) -> None:
+        self._write_config()
+        self._t0 = time.perf_counter()
+
+    def after_fit(self) -> None:
+        seconds = time.perf_counter() - self._t0
+        run = self.run_dir()
+        trainer, model, dm = self.trainer, self.model, self.datamodule
+        plots: list[str] = []
+        csv_path = run / "logs" / "metrics.csv"
+        if trainer.is_global_zero and csv_path.is_file() and plot_curves(csv_path, run / "plots" / "curves.png"):
+            plots.append("plots/curves.png")
+        cb = self.checkpoint_callback
+        best = cb.best_model_path or cb.last_model_path
+        if trainer.interrupted or not best:
+            return
+        results: dict[str, Any] = {}
+        for stage, fn in (("val", trainer.validate), ("test", trainer.test)):
+            fn(model, datamodule=dm, ckpt_path=best, verbose=False)
+            results[stage] = dict(getattr(model, "eval_results", {}).get(stage, {}))
+        if not trainer.is_global_zero:
+            return
+        export_best_weights(best, run / "checkpoints" / "best.safetensors")
+        metrics = {
+            "test": results["test"],
+            "val": results["val"],
+            "seconds": round(seconds, 2),
+            "epochs": trainer.current_epoch,
+            "best_checkpoint": _relative(Path(best), run),
+            "monitor": {"name": cb.monitor, "best": float(cb.best_model_score or float("nan"))},
+        }
+        data_summary = None
+        if hasattr(dm, "save_artifacts"):
+            dm.save_artifacts(run)
+            data_summary = dm.summary()
+        classes = getattr(dm, "classes", None)
+        if "confusion_matrix" in results["test"] and classes:
+            plot_confusion_matrix(results["test"]["confusion_matrix"], classes, run / "plots" / "confusion_matrix.png")
+            plots.append("plots/confusion_matrix.png")
+        if hasattr(model, "write_artifacts"):
+            plots += model.write_artifacts(run)
+        atomic_write_json(run / "metrics.json", metrics)
+        command = "longmm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        title = f"Run {run.name}: {type(model).__name__}"
+        atomic_write_text(run / "report.md", classification_report(title, metrics, data_summary, command, plots))
+        summary = {k: metrics["test"].get(k) for k in ("accuracy", "f1_macro", "balanced_accuracy")}
+        print(f"\nrun folder: {run}\ntest: {json.dumps(summary)}\ntrained in {seconds:.1f} s")
+
+    # -- validate / test / predict -----------------------------------------------------------
+    def _after_eval(self, stage: str) -> None:
+        if self.trainer.is_global_zero:
+            results = getattr(self.model, "eval_results", {}).get(stage)
+            if results:
+                atomic_write_json(self.run_dir() / f"metrics_{stage}.json", results)
+
+    def after_validate(self) -> None:
+        self._after_eval("val")
+
+    def after_test(self) -> None:
+        self._after_eval("test")
+
+
+def _relative(path: Path, root: Path) -> str:
+    path, root = path.resolve(), root.resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def run_lightning(args: list[str]) -> LongmmCLI:
+    from longmm.data import SourceDataModule
+    from longmm.tasks import Task
+
+    return LongmmCLI(
+        Task,
+        SourceDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=None,
+        seed_everything_default=0,
+        trainer_defaults={"max_epochs": 10, "log_every_n_steps": 10},
+        args=args,
+        auto_configure_optimizers=False,
+    )
+
+
+def recipe_path(name: str) -> Path:
+    """A recipe by name: from the installed package, else from the source checkout."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "recipes", here.parents[1] / "recipes"):
+        candidate = folder / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise LongmmError(f"recipe {name!r} not found (looked in {here / 'recipes'} and {here.parents[1] / 'recipes'})")
+
+
+def quickstart(args: list[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="longmm quickstart", description="Train the main job on embedded data.")
+    parser.add_argument("--out", default="runs/quickstart", help="parent folder of the quickstart runs")
+    opts = parser.parse_args(args)
+    t0 = time.perf_counter()
+    out = Path(opts.out)
+    run_lightning(["fit", "--config", str(recipe_path("cnn_digits")), "--out", str(out / "cnn_digits")])
+    metrics = json.loads((out / "cnn_digits" / "metrics.json").read_text())
+    print(f"\nquickstart done in {time.perf_counter() - t0:.0f} s")
+    print(f"  CNN on embedded digits: test accuracy {metrics['test']['accuracy']:.4f}  -> {out / 'cnn_digits'}")
+
+
+USAGE = """usage: longmm COMMAND [options]
+
+commands:
+  fit        train from a YAML recipe:  longmm fit --config recipes/cnn_digits.yaml [--out DIR]
+  validate   evaluate a checkpoint on the validation split
+  test       evaluate a checkpoint on the test split
+  predict    predict with a checkpoint
+  data       list embedded sets and formats, or inspect a dataset: longmm data list | inspect PATH
+  quickstart the main job on embedded data (a few minutes on 2 CPU cores)
+
+Run 'longmm COMMAND --help' for a command's options.
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    torch.set_float32_matmul_precision("high")
+    try:
+        if command in LIGHTNING_COMMANDS:
+            run_lightning(argv)
+        elif command == "data":
+            from longmm.data.inspect import data_command
+
+            data_command(rest)
+        elif command == "quickstart":
+            quickstart(rest)
+        else:
+            print(f"longmm: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+            sys.exit(2)
+    except LongmmError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

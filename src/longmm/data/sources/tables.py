@@ -1,0 +1,301 @@
+"""Text tables (CSV, TSV, JSONL) and the line-reading helpers the other text readers share."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import itertools
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from longmm.data.schema import TEXT, Sample, SourceData
+from longmm.data.sources.base import Problems, sorted_classes
+from longmm.errors import DataError
+
+PathLike = str | os.PathLike[str]
+TABLE_FORMATS = ("csv", "tsv", "jsonl")
+Column = str | int
+
+
+# ---- helpers shared by every source ------------------------------------------------------
+
+
+def at(path: PathLike, line: int | None = None, field: str | None = None) -> str:
+    """Where an item lies, as error messages show it: ``file:line: field 'x'``."""
+    where = str(path) if line is None else f"{path}:{line}"
+    return where if field is None else f"{where}: field '{field}'"
+
+
+def to_source(
+    where: PathLike, splits: dict[str, list[Sample]], problems: Problems, description: str
+) -> SourceData:
+    """Bundle what a reader found; classes are the sorted labels, if the samples have any."""
+    if not any(splits.values()):
+        raise DataError(str(where), f"no readable samples ({len(problems.items)} skipped)")
+    labels = {
+        s.targets["label"] for group in splits.values() for s in group if "label" in s.targets
+    }
+    return SourceData(
+        splits=splits,
+        classes=sorted_classes(labels) if labels else None,
+        skipped=list(problems.items),
+        description=description,
+    )
+
+
+def split_counts(splits: dict[str, list[Sample]]) -> str:
+    return ", ".join(f"{name} {len(samples)}" for name, samples in splits.items())
+
+
+def existing_folder(root: PathLike) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(str(root), "no such folder")
+    return root
+
+
+def read_text(path: PathLike) -> str:
+    """The whole file as UTF-8 text (a byte-order mark is dropped), gunzipped if ``.gz``."""
+    path = Path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        return raw.decode("utf-8-sig")
+    except FileNotFoundError as err:
+        raise DataError(str(path), "no such file") from err
+    except UnicodeDecodeError as err:
+        raise DataError(str(path), f"not UTF-8 text (bad byte at offset {err.start})") from err
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        raise DataError(str(path), f"cannot read: {err}") from err
+
+
+def text_lines(path: PathLike) -> list[str]:
+    """Lines without their ``\\n``/``\\r\\n``; only ``\\n`` splits (unlike ``str.splitlines``)."""
+    lines = read_text(path).split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def jsonl_objects(path: PathLike, problems: Problems) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line; bad lines go to ``problems``."""
+    for number, line in enumerate(text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            problems.bad(at(path, number), f"invalid JSON: {err.msg} at column {err.colno}")
+            continue
+        if not isinstance(obj, dict):
+            problems.bad(at(path, number), f"expected a JSON object, got {type(obj).__name__}")
+            continue
+        yield number, obj
+
+
+def label_text(value: Any) -> str:
+    """A label as ``str``; only strings and integers are labels (``True`` or ``0.5`` are not)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"a label must be a string or an integer, got {value!r}")
+    text = str(value)
+    if not text.strip():
+        raise ValueError("empty label")
+    return text
+
+
+# ---- tables ------------------------------------------------------------------------------
+
+
+def table_format(path: PathLike) -> str:
+    """``csv``, ``tsv`` or ``jsonl`` from the file name (``.gz`` allowed)."""
+    name = Path(path).name.lower().removesuffix(".gz")
+    fmt = name.rsplit(".", 1)[-1] if "." in name else ""
+    if fmt not in TABLE_FORMATS:
+        raise DataError(
+            str(path),
+            f"unknown table format; name it .csv, .tsv or .jsonl or pass "
+            f"format= one of {', '.join(TABLE_FORMATS)}",
+        )
+    return fmt
+
+
+def read_table(
+    path: PathLike,
+    *,
+    text_column: Column = "text",
+    label_column: Column | None = "label",
+    header: bool | None = None,
+    format: str | None = None,
+    skip_bad: bool = False,
+) -> SourceData:
+    """A CSV, TSV or JSONL table of texts and (optionally) labels, all under ``"all"``.
+
+    ``header=None`` detects a CSV/TSV header: the first row is one when it holds the
+    named columns. With integer columns and a header line, pass ``header=True``.
+    """
+    problems = Problems(skip_bad)
+    samples = _read_table(Path(path), text_column, label_column, header, format, problems)
+    return to_source(path, {"all": samples}, problems, f"table {path}: {len(samples)} rows")
+
+
+def read_table_splits(
+    root: PathLike,
+    train: str = "train.tsv",
+    val: str | None = "dev.tsv",
+    test: str | None = "test.tsv",
+    *,
+    text_column: Column = "text",
+    label_column: Column | None = "label",
+    header: bool | None = None,
+    format: str | None = None,
+    skip_bad: bool = False,
+) -> SourceData:
+    """A folder of split tables (``val`` and ``test`` optional); their labels must be train's."""
+    root = existing_folder(root)
+    problems = Problems(skip_bad)
+    splits: dict[str, list[Sample]] = {}
+    for split, name in (("train", train), ("val", val), ("test", test)):
+        path = _existing(root, name) if name else None
+        if path is None and split == "train":
+            raise DataError(str(root / train), "no such file (the train split is required)")
+        if path is not None:
+            splits[split] = _read_table(path, text_column, label_column, header, format, problems)
+    if label_column is not None:
+        known = {s.targets["label"] for s in splits["train"]}
+        for split in ("val", "test"):
+            if split in splits:
+                splits[split] = _known_labels(splits[split], known, label_column, problems)
+    return to_source(root, splits, problems, f"table splits {root}: {split_counts(splits)}")
+
+
+def _existing(root: Path, name: str) -> Path | None:
+    for path in (root / name, root / f"{name}.gz"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _known_labels(
+    samples: list[Sample], known: set[str], column: Column, problems: Problems
+) -> list[Sample]:
+    kept = []
+    for sample in samples:
+        label = sample.targets["label"]
+        if label in known:
+            kept.append(sample)
+        else:
+            listed = ", ".join(repr(k) for k in sorted_classes(known))
+            problems.bad(
+                f"{sample.where}: field '{column}'",
+                f"unknown label {label!r}; the train split has {listed}",
+            )
+    return kept
+
+
+def _read_table(
+    path: Path,
+    text_column: Column,
+    label_column: Column | None,
+    header: bool | None,
+    format: str | None,
+    problems: Problems,
+) -> list[Sample]:
+    fmt = format or table_format(path)
+    columns = {"text": text_column} | ({"label": label_column} if label_column is not None else {})
+    records: Iterable[tuple[int, dict[str, Any] | list[str]]]
+    if fmt == "jsonl":
+        if any(isinstance(c, int) for c in columns.values()):
+            raise DataError(str(path), "JSONL columns are picked by name, not by index")
+        records = jsonl_objects(path, problems)
+    elif fmt in ("csv", "tsv"):
+        columns, records = _delimited_rows(path, fmt, columns, header, problems)
+    else:
+        raise DataError(str(path), f"unknown table format {fmt!r}; one of {TABLE_FORMATS}")
+    names = {"text": text_column, "label": label_column}  # as the user named them
+    samples = []
+    for number, record in records:
+        values = _pick(record, columns, names, at(path, number), problems)
+        if values is not None:
+            text = values.pop("text")
+            samples.append(Sample(inputs={TEXT: text}, targets=values, where=at(path, number)))
+    return samples
+
+
+def _pick(
+    record: dict[str, Any] | list[str],
+    columns: dict[str, Column],
+    names: dict[str, Column | None],
+    where: str,
+    problems: Problems,
+) -> dict[str, str] | None:
+    """The wanted fields of one record, checked; ``None`` after reporting a bad field."""
+    values = {}
+    for key, column in columns.items():
+        field_at = f"{where}: field '{names[key]}'"
+        try:
+            value = record[column]  # type: ignore[index]
+        except (KeyError, IndexError):
+            problems.bad(field_at, f"missing (the row has {len(record)} fields)")
+            return None
+        try:
+            if key == "label":
+                values[key] = label_text(value)
+            elif not isinstance(value, str) or not value.strip():
+                raise ValueError(f"expected non-empty text, got {value!r}")
+            else:
+                values[key] = value
+        except ValueError as err:
+            problems.bad(field_at, str(err))
+            return None
+    return values
+
+
+def _delimited_rows(
+    path: Path, fmt: str, columns: dict[str, Column], header: bool | None, problems: Problems
+) -> tuple[dict[str, Column], Iterator[tuple[int, list[str]]]]:
+    """Column indices (names resolved through the header) and the numbered data rows."""
+    # TSV has no quoting: SST-2-style text keeps its quote characters verbatim.
+    options: dict[str, Any] = (
+        {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {"delimiter": ","}
+    )
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), **options)
+    rows = _numbered_rows(reader, path, problems)
+    first = next(rows, None)
+    if first is None:
+        raise DataError(str(path), "empty table")
+    names = [c for c in columns.values() if isinstance(c, str)]
+    if header is None:
+        header = bool(names) and all(name in first[1] for name in names)
+    if not header:
+        if names:
+            raise DataError(
+                str(path),
+                f"columns {names} need a header line, and the first row "
+                f"{first[1]} is not one; use header=True or integer columns",
+            )
+        return dict(columns), itertools.chain([first], rows)
+    heading = first[1]
+    for name in names:
+        if name not in heading:
+            raise DataError(at(path, first[0]), f"no column {name!r} in the header {heading}")
+    resolved = {k: heading.index(c) if isinstance(c, str) else c for k, c in columns.items()}
+    return resolved, rows
+
+
+def _numbered_rows(reader: Any, path: Path, problems: Problems) -> Iterator[tuple[int, list[str]]]:
+    """Non-empty rows with the line each starts on (a quoted field may span lines)."""
+    line = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            problems.bad(at(path, line), f"malformed row: {err}")
+            row = []
+        if row:
+            yield line, row
+        line = reader.line_num + 1

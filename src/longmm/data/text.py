@@ -1,0 +1,452 @@
+"""Text preprocessing: cleaning, PII redaction, subword tokenization, token dropout.
+
+The tokenizer is trained on the training split only (never on val/test, so that their
+statistics cannot leak into the vocabulary) and saved with the run as one
+``tokenizer.json`` that Hugging Face ``tokenizers`` reads back exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from torch import nn
+
+from longmm.errors import DataError
+from longmm.io import atomic_write_text
+
+NormalForm = Literal["NFC", "NFKC", "NFD", "NFKD"]
+TokenizerKind = Literal["bpe", "wordpiece"]
+
+# ---------------------------------------------------------------------------------------------
+# Cleaning
+# ---------------------------------------------------------------------------------------------
+
+# Whitespace-like controls become a space instead of vanishing, so "a\tb" stays two words.
+_WHITESPACE_CONTROLS = frozenset("\t\n\r\v\f\x1c\x1d\x1e\x1f\x85")
+_WHITESPACE_RUN = re.compile(r"\s+")
+
+
+def strip_control_chars(text: str) -> str:
+    """Drop control (Cc), format (Cf) and lone surrogate (Cs) code points.
+
+    Format characters (zero-width spaces, BOMs, bidi marks, soft hyphens) are invisible but
+    split words into different tokens; whitespace controls are turned into spaces. The cost:
+    zero-width joiners go too, which splits emoji sequences and drops ZWNJ in Persian.
+    """
+    out: list[str] = []
+    for ch in text:
+        if ch in _WHITESPACE_CONTROLS:
+            out.append(" ")
+        elif unicodedata.category(ch) not in ("Cc", "Cf", "Cs"):
+            out.append(ch)
+    return "".join(out)
+
+
+def clean_text(
+    text: str,
+    *,
+    lowercase: bool = False,
+    redact_pii: bool = False,
+    form: NormalForm | None = "NFKC",
+) -> str:
+    """Normalize Unicode, drop invisible characters, collapse whitespace, strip.
+
+    ``form`` is the Unicode normal form (``None`` keeps the text's own); NFKC also folds
+    compatibility characters (NBSP, full-width letters, ligatures) into their plain forms.
+    Lower-casing happens before redaction so that the ``[EMAIL]``-style placeholders stay
+    upper-case and recognisable.
+    """
+    # Controls go first: a zero-width character between a letter and its combining mark
+    # would otherwise stop normalization from composing them.
+    text = strip_control_chars(text)
+    if form is not None:
+        text = unicodedata.normalize(form, text)
+    text = _WHITESPACE_RUN.sub(" ", text).strip()
+    if lowercase:
+        text = text.lower()
+    if redact_pii:
+        text = _redact(text)
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# PII redaction
+# ---------------------------------------------------------------------------------------------
+
+EMAIL_TOKEN = "[EMAIL]"
+PHONE_TOKEN = "[PHONE]"
+CARD_TOKEN = "[CARD]"
+
+# ASCII digits only: `\d` would also match Arabic-Indic or full-width digits.
+_D = "[0-9]"
+# Not glued to a word or to the integer part of a decimal ("3.14159265358").
+_BEFORE = r"(?<!\w)(?<![0-9][.,])"
+# Not glued to a word, and not the integer part of a decimal ("5551234567.25").
+_AFTER = r"(?!\w)(?![.,][0-9])"
+
+_EMAIL = (
+    r"[\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0-9-]*[A-Za-z0-9]"
+)
+
+# Card-shaped: 13-19 contiguous digits, or groups of digits with one consistent separator
+# (4-4-4-4, 4-6-5 Amex, 4-4-4-4-3). The digit count and the Luhn check are done in code.
+_CARD = (
+    rf"{_BEFORE}(?:{_D}{{13,19}}"
+    rf"|{_D}{{4}}(?P<csep>[ -]){_D}{{3,6}}(?:(?P=csep){_D}{{3,6}}){{1,3}}){_AFTER}"
+)
+
+# Phone-shaped. Every form needs 7+ digits and a phone-like layout, so years (1999), plain
+# counts, dates (2024-01-15), ranges (12-15) and decimals (3.14) are left alone. Bare
+# seven-digit local numbers (555-1234) are not matched: they look exactly like numeric
+# ranges such as 250-1500.
+_PHONE_FORMS = (
+    # +CC then groups: +1 555 123 4567, +44 (0)20 7946 0958, +4915112345678
+    rf"\+{_D}{{1,3}}(?:[ .-]?(?:\({_D}{{1,4}}\)|{_D}{{1,5}})){{1,6}}",
+    # (555) 123-4567, (020) 7946 0958
+    rf"\({_D}{{2,5}}\)[ .-]?{_D}{{3,4}}[ .-]?{_D}{{4}}",
+    # 555-123-4567, 555.123.4567, 555 123 4567, 1-800-555-1234. The last group has four
+    # digits so that thousands separators (12.345.678) do not look like a phone number.
+    rf"(?:1[ -])?{_D}{{2,5}}(?P<psep>[ .-]){_D}{{3,4}}(?P=psep){_D}{{4}}",
+    # 01 23 45 67 89 (pairs after a leading zero)
+    rf"0[1-9](?P<fsep>[ .-]){_D}{{2}}(?:(?P=fsep){_D}{{2}}){{3}}",
+    # 5551234567: ten or more contiguous digits
+    rf"{_D}{{10,15}}",
+)
+_PHONE = rf"{_BEFORE}(?:{'|'.join(_PHONE_FORMS)}){_AFTER}"
+
+# One scanner with the alternatives in priority order: at each position the regex tries an
+# e-mail first (a local part may hold digits), then a card (so that a 16-digit card is not
+# taken for a phone number), then a phone number.
+_PII = re.compile(rf"(?P<email>{_EMAIL})|(?P<card>{_CARD})|(?P<phone>{_PHONE})")
+_PHONE_ONLY = re.compile(_PHONE)
+
+_MIN_PHONE_DIGITS = 7
+_MAX_PHONE_DIGITS = 15  # E.164
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum that every payment card number satisfies."""
+    if not digits.isascii() or not digits.isdigit():
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _count_digits(text: str) -> int:
+    return sum(ch in "0123456789" for ch in text)
+
+
+def _redact_phone(match: re.Match[str]) -> str:
+    n = _count_digits(match.group(0))
+    return PHONE_TOKEN if _MIN_PHONE_DIGITS <= n <= _MAX_PHONE_DIGITS else match.group(0)
+
+
+def _redact_card(span: str) -> str:
+    digits = "".join(ch for ch in span if ch in "0123456789")
+    if 13 <= len(digits) <= 19:
+        # A card-shaped number that fails Luhn is most likely a mistyped card, an account or
+        # an order number: still a long personal identifier, so it is redacted as [PHONE]
+        # (the generic "long number" placeholder) rather than leaked.
+        return CARD_TOKEN if luhn_valid(digits) else PHONE_TOKEN
+    # Grouped digits too short or too long for a card ("1234 5678 9012") may still hold a
+    # phone number; give them to the phone rule.
+    return _PHONE_ONLY.sub(_redact_phone, span)
+
+
+def _redact_one(match: re.Match[str]) -> str:
+    if match.group("email") is not None:
+        return EMAIL_TOKEN
+    if match.group("card") is not None:
+        return _redact_card(match.group(0))
+    return _redact_phone(match)
+
+
+def redact_pii(text: str) -> str:
+    """Replace e-mail addresses, card numbers and phone numbers with placeholders.
+
+    ``[EMAIL]`` for addresses; ``[CARD]`` for 13-19 digit numbers (contiguous or in groups
+    separated by spaces or dashes) that pass the Luhn check; ``[PHONE]`` for international
+    (+CC), parenthesised, dashed, dotted and spaced phone numbers of 7-15 digits, for runs
+    of 10-15 digits, and for card-shaped numbers that fail the Luhn check. Cards are tried
+    before phones. This is pattern matching, not a guarantee: review before publishing.
+    """
+    return _PII.sub(_redact_one, text)
+
+
+# clean_text's keyword shadows the function name inside it.
+_redact = redact_pii
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer
+# ---------------------------------------------------------------------------------------------
+
+PAD = "[PAD]"
+UNK = "[UNK]"
+CLS = "[CLS]"
+SEP = "[SEP]"
+MASK = "[MASK]"
+BOS = "<s>"
+EOS = "</s>"
+# Order fixes the ids: [PAD]=0 so that zero-filled tensors are padding, [UNK]=1.
+SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK, BOS, EOS)
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def _tokenizer_file(path: str | os.PathLike[str]) -> Path:
+    """A path ending in ``.json`` is the file; anything else is the folder that holds it."""
+    p = Path(path)
+    return p if p.suffix == ".json" else p / TOKENIZER_FILE
+
+
+def _build_bpe(lowercase: bool) -> Tokenizer:
+    # Byte-level BPE: every string is encodable without [UNK], and the byte-level decoder
+    # restores spaces exactly.
+    tok = Tokenizer(models.BPE(unk_token=UNK))
+    steps: list[normalizers.Normalizer] = [normalizers.NFKC()]
+    if lowercase:
+        steps.append(normalizers.Lowercase())
+    tok.normalizer = normalizers.Sequence(steps)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def _build_wordpiece(lowercase: bool) -> Tokenizer:
+    tok = Tokenizer(models.WordPiece(unk_token=UNK, continuing_subword_prefix="##"))
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # cleanup glues punctuation back ("hello , world" -> "hello, world").
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    return tok
+
+
+class TextTokenizer:
+    """A trained subword tokenizer (byte-level BPE or WordPiece) with fixed special ids.
+
+    ``[PAD]``=0, ``[UNK]``=1, ``[CLS]``=2, ``[SEP]``=3, ``[MASK]``=4, ``<s>``=5, ``</s>``=6.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tok = tokenizer
+        self._ids = self._special_ids(tokenizer)
+
+    @staticmethod
+    def _special_ids(tokenizer: Tokenizer, where: str = "tokenizer") -> dict[str, int]:
+        ids: dict[str, int] = {}
+        for token in SPECIAL_TOKENS:
+            idx = tokenizer.token_to_id(token)
+            if idx is None:
+                raise DataError(where, f"special token {token!r} is missing from the vocabulary")
+            ids[token] = idx
+        if ids[PAD] != 0:
+            raise DataError(where, f"{PAD} must have id 0, has {ids[PAD]}")
+        return ids
+
+    # -- training, saving, loading ---------------------------------------------------------
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        *,
+        kind: TokenizerKind = "bpe",
+        vocab_size: int = 8000,
+        min_frequency: int = 2,
+        lowercase: bool = False,
+    ) -> TextTokenizer:
+        """Learn a vocabulary from ``texts`` (the training split only)."""
+        texts = list(texts)
+        if not texts:
+            raise DataError("tokenizer training texts", "no text to train on")
+        if kind == "bpe":
+            tok = _build_bpe(lowercase)
+            trainer = trainers.BpeTrainer(
+                vocab_size=vocab_size,
+                min_frequency=min_frequency,
+                special_tokens=list(SPECIAL_TOKENS),
+                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                show_progress=False,
+            )
+        elif kind == "wordpiece":
+            tok = _build_wordpiece(lowercase)
+            trainer = trainers.WordPieceTrainer(
+                vocab_size=vocab_size,
+                min_frequency=min_frequency,
+                special_tokens=list(SPECIAL_TOKENS),
+                continuing_subword_prefix="##",
+                show_progress=False,
+            )
+        else:
+            raise ValueError(f"kind must be 'bpe' or 'wordpiece', got {kind!r}")
+        tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+        return cls(tok)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``tokenizer.json`` (into ``path`` if it is a folder) atomically; return it."""
+        target = _tokenizer_file(path)
+        atomic_write_text(target, self._tok.to_str(pretty=True))
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TextTokenizer:
+        """Read a ``tokenizer.json`` written by :meth:`save` (or a folder holding one)."""
+        target = _tokenizer_file(path)
+        if not target.is_file():
+            raise DataError(str(target), "tokenizer file not found")
+        try:
+            tok = Tokenizer.from_file(str(target))
+        except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+            raise DataError(str(target), f"not a valid tokenizer file ({exc})") from exc
+        cls._special_ids(tok, where=str(target))
+        return cls(tok)
+
+    # -- properties --------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> TokenizerKind:
+        return "wordpiece" if isinstance(self._tok.model, models.WordPiece) else "bpe"
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def pad_id(self) -> int:
+        return self._ids[PAD]
+
+    @property
+    def unk_id(self) -> int:
+        return self._ids[UNK]
+
+    @property
+    def cls_id(self) -> int:
+        return self._ids[CLS]
+
+    @property
+    def sep_id(self) -> int:
+        return self._ids[SEP]
+
+    @property
+    def mask_id(self) -> int:
+        return self._ids[MASK]
+
+    @property
+    def bos_id(self) -> int:
+        return self._ids[BOS]
+
+    @property
+    def eos_id(self) -> int:
+        return self._ids[EOS]
+
+    @property
+    def backend(self) -> Tokenizer:
+        """The underlying ``tokenizers.Tokenizer``."""
+        return self._tok
+
+    # -- encoding and decoding ---------------------------------------------------------------
+
+    def _frame(self, ids: list[int], max_length: int | None, bos: bool, eos: bool) -> list[int]:
+        """Add the requested <s>/</s> and truncate, keeping them inside ``max_length``."""
+        if max_length is not None:
+            room = max_length - int(bos) - int(eos)
+            if room < 0:
+                raise ValueError(f"max_length={max_length} leaves no room for <s>/</s>")
+            ids = ids[:room]
+        return [self.bos_id] * bos + ids + [self.eos_id] * eos
+
+    def encode(
+        self, text: str, max_length: int | None = None, *, bos: bool = False, eos: bool = False
+    ) -> list[int]:
+        """Token ids of ``text``, truncated to ``max_length``; ``bos``/``eos`` add <s>/</s>."""
+        ids = self._tok.encode(text, add_special_tokens=False).ids
+        return self._frame(ids, max_length, bos, eos)
+
+    def encode_batch(
+        self,
+        texts: Sequence[str],
+        max_length: int | None = None,
+        *,
+        bos: bool = False,
+        eos: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids ``(B, L)`` padded with ``pad_id`` to the longest row, and a mask ``(B, L)``.
+
+        The mask is True where a token is real. ``L`` is at least 1: zero-width tensors
+        break convolution and attention kernels, so an all-empty batch gets one pad column.
+        """
+        encoded = self._tok.encode_batch(list(texts), add_special_tokens=False)
+        rows = [self._frame(e.ids, max_length, bos, eos) for e in encoded]
+        width = max([len(r) for r in rows] + [1])
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = True
+        return ids, mask
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """Text of ``ids``, special tokens (padding included) skipped."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        return self._tok.decode(list(ids), skip_special_tokens=True)
+
+    def decode_batch(self, ids: torch.Tensor | Sequence[Sequence[int]]) -> list[str]:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        return self._tok.decode_batch([list(r) for r in ids], skip_special_tokens=True)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"TextTokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation
+# ---------------------------------------------------------------------------------------------
+
+
+class TokenDropout(nn.Module):
+    """Replace a random share ``p`` of real tokens with ``[UNK]`` while training.
+
+    Teaches the model to read around unknown or misspelt words; an identity in eval mode.
+    """
+
+    def __init__(self, p: float = 0.1, unk_id: int = 1, pad_id: int = 0) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.p = p
+        self.unk_id = unk_id
+        self.pad_id = pad_id
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``ids`` ``(B, L)``; ``mask`` ``(B, L)`` True on real tokens (default: ids != pad)."""
+        if not self.training or self.p == 0.0:
+            return ids
+        if mask is None:
+            mask = ids != self.pad_id
+        drop = (torch.rand(ids.shape, device=ids.device) < self.p) & mask.bool()
+        return ids.masked_fill(drop, self.unk_id)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, unk_id={self.unk_id}, pad_id={self.pad_id}"

@@ -1,0 +1,64 @@
+"""What every task shares: optimizer and schedule chosen by name, and a monitored metric."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+from longmm.training.optim import (
+    OptimizerName,
+    SchedulerName,
+    build_optimizer,
+    build_scheduler,
+    param_groups,
+)
+
+
+class Task(L.LightningModule):
+    """Base LightningModule. Subclasses define the steps; this class owns optimization.
+
+    The schedule is stepped every optimizer step; ``warmup_epochs`` may be fractional.
+    """
+
+    monitor: str = "val/loss"
+    monitor_mode: str = "min"
+
+    def __init__(
+        self,
+        optimizer: OptimizerName = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        momentum: float = 0.9,
+        scheduler: SchedulerName = "cosine",
+        warmup_epochs: float = 0.0,
+        step_epochs: int = 10,
+        gamma: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.optimizer_name = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.scheduler_name = scheduler
+        self.warmup_epochs = warmup_epochs
+        self.step_epochs = step_epochs
+        self.gamma = gamma
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(
+            param_groups(self, self.weight_decay), self.optimizer_name, self.lr, momentum=self.momentum
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = max(self.trainer.max_epochs or 1, 1)
+        per_epoch = max(total // epochs, 1)
+        scheduler = build_scheduler(
+            optimizer,
+            self.scheduler_name,
+            total_steps=total,
+            steps_per_epoch=per_epoch,
+            warmup_steps=int(round(self.warmup_epochs * per_epoch)),
+            step_epochs=self.step_epochs,
+            gamma=self.gamma,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
