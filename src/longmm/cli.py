@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -80,7 +81,10 @@ class LongmmCLI(LightningCLI):
             )
             config["callbacks"] += [self.checkpoint_callback, EpochReseed()]
             if config.get("logger") in (None, True):
-                config["logger"] = CSVLogger(save_dir=str(run), name="logs", version="")
+                if not self._sub().get("ckpt_path"):
+                    shutil.rmtree(run / "logs", ignore_errors=True)  # a fresh fit starts fresh logs
+                # One version folder per attempt; a resumed run adds one, the curves merge them.
+                config["logger"] = CSVLogger(save_dir=str(run), name="logs")
         else:
             config["logger"] = False
         return self._instantiate_trainer(config, callbacks)
@@ -100,8 +104,8 @@ class LongmmCLI(LightningCLI):
         run = self.run_dir()
         trainer, model, dm = self.trainer, self.model, self.datamodule
         plots: list[str] = []
-        csv_path = run / "logs" / "metrics.csv"
-        if trainer.is_global_zero and csv_path.is_file() and plot_curves(csv_path, run / "plots" / "curves.png"):
+        logs = sorted((run / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
+        if trainer.is_global_zero and logs and plot_curves(logs, run / "plots" / "curves.png"):
             plots.append("plots/curves.png")
         cb = self.checkpoint_callback
         best = cb.best_model_path or cb.last_model_path

@@ -180,12 +180,15 @@ class SourceDataModule(L.LightningDataModule):
         return self.test_dataloader()
 
     def _loader(self, ds: Dataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
+        # A loader's own generator: creating its iterator then draws nothing from the global
+        # RNG, which would shift dropout and augmentation after a resume.
         return DataLoader(
             ds,
             batch_size=batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     # -- what a run folder keeps ------------------------------------------------------------

@@ -233,9 +233,31 @@ def _build_wordpiece(lowercase: bool) -> Tokenizer:
         clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
     )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    # cleanup glues punctuation back ("hello , world" -> "hello, world").
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    # No built-in cleanup: it also rewrites " do not" as " don't". _detokenize_wordpiece
+    # glues punctuation back instead.
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     return tok
+
+
+_SPACE_BEFORE_PUNCT = re.compile(r" +([.,!?;:%)\]}])")
+_SPACE_AFTER_OPEN = re.compile(r"([(\[{]) +")
+_SPLIT_CONTRACTION = re.compile(r"(\w) ' (s|t|re|ve|m|ll|d)\b", re.IGNORECASE)
+_SPLIT_DECIMAL = re.compile(r"(\d)\. (\d)")
+_SPLIT_HYPHEN = re.compile(r"(\w) - (\w)")
+
+
+def _detokenize_wordpiece(text: str) -> str:
+    """Undo the punctuation splitting of the BERT pre-tokenizer, as far as it can be undone.
+
+    The pre-tokenizer forgets whether there was a space next to punctuation, so this guesses
+    the usual English layout: "world !" -> "world!", "don ' t" -> "don't", "3 . 14" -> "3.14",
+    "well - known" -> "well-known" (a spaced dash " - " between words is glued too).
+    """
+    text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
+    text = _SPACE_AFTER_OPEN.sub(r"\1", text)
+    text = _SPLIT_CONTRACTION.sub(r"\1'\2", text)
+    text = _SPLIT_DECIMAL.sub(r"\1.\2", text)
+    return _SPLIT_HYPHEN.sub(r"\1-\2", text)
 
 
 class TextTokenizer:
@@ -247,6 +269,9 @@ class TextTokenizer:
     def __init__(self, tokenizer: Tokenizer) -> None:
         self._tok = tokenizer
         self._ids = self._special_ids(tokenizer)
+        self._kind: TokenizerKind = (
+            "wordpiece" if isinstance(tokenizer.model, models.WordPiece) else "bpe"
+        )
 
     @staticmethod
     def _special_ids(tokenizer: Tokenizer, where: str = "tokenizer") -> dict[str, int]:
@@ -322,7 +347,7 @@ class TextTokenizer:
 
     @property
     def kind(self) -> TokenizerKind:
-        return "wordpiece" if isinstance(self._tok.model, models.WordPiece) else "bpe"
+        return self._kind
 
     @property
     def vocab_size(self) -> int:
@@ -406,12 +431,17 @@ class TextTokenizer:
         """Text of ``ids``, special tokens (padding included) skipped."""
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
-        return self._tok.decode(list(ids), skip_special_tokens=True)
+        return self._detokenize(self._tok.decode(list(ids), skip_special_tokens=True))
 
     def decode_batch(self, ids: torch.Tensor | Sequence[Sequence[int]]) -> list[str]:
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
-        return self._tok.decode_batch([list(r) for r in ids], skip_special_tokens=True)
+        texts = self._tok.decode_batch([list(r) for r in ids], skip_special_tokens=True)
+        return [self._detokenize(t) for t in texts]
+
+    def _detokenize(self, text: str) -> str:
+        # Byte-level BPE keeps spaces in its tokens and decodes exactly already.
+        return _detokenize_wordpiece(text) if self.kind == "wordpiece" else text
 
     def __len__(self) -> int:
         return self.vocab_size

@@ -41,27 +41,31 @@ def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: Pat
     _save(fig, path)
 
 
-def read_epoch_metrics(csv_path: Path) -> dict[str, list[tuple[int, float]]]:
-    """Per-epoch series from Lightning's CSV log: {name: [(epoch, value), ...]}."""
+def read_epoch_metrics(csv_paths: list[Path]) -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch series from Lightning's CSV logs, in order (a resumed run's log overrides
+    the epochs it repeats): {name: [(epoch, value), ...]}."""
     series: dict[str, dict[int, float]] = defaultdict(dict)
-    with open(csv_path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            epoch = row.get("epoch")
-            if not epoch:
+    rows = []
+    for csv_path in csv_paths:
+        with open(csv_path, newline="") as fh:
+            rows += list(csv.DictReader(fh))
+    for row in rows:
+        epoch = row.get("epoch")
+        if not epoch:
+            continue
+        for key, value in row.items():
+            if key in ("epoch", "step") or value in ("", None):
                 continue
-            for key, value in row.items():
-                if key in ("epoch", "step") or value in ("", None):
-                    continue
-                try:
-                    series[key][int(float(epoch))] = float(value)
-                except ValueError:
-                    continue
+            try:
+                series[key][int(float(epoch))] = float(value)
+            except ValueError:
+                continue
     return {k: sorted(v.items()) for k, v in series.items()}
 
 
-def plot_curves(csv_path: Path, path: Path, metrics: tuple[str, ...] = ("loss", "accuracy")) -> bool:
+def plot_curves(csv_paths: list[Path], path: Path, metrics: tuple[str, ...] = ("loss", "accuracy")) -> bool:
     """Train and validation curves per epoch; False when the log holds no epochs yet."""
-    series = read_epoch_metrics(csv_path)
+    series = read_epoch_metrics(csv_paths)
     wanted = [m for m in metrics if f"train/{m}" in series or f"val/{m}" in series]
     if not wanted:
         return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from longmm.data.sources.images import (
 )
 from longmm.data.sources.manifest import read_manifest
 from longmm.data.sources.parallel import read_parallel, read_parallel_dir
-from longmm.data.sources.tables import PathLike, read_table, read_table_splits, text_lines
+from longmm.data.sources.tables import PathLike, read_table, read_table_splits
 from longmm.errors import DataError
 
 __all__ = [
@@ -48,26 +49,37 @@ class SourceFormat:
 
 
 FORMATS = [
-    SourceFormat("image-folder", "images in root/<class>/ or root/{train,val,test}/<class>/",
-                 read_image_folder),
-    SourceFormat("cifar", "CIFAR-10/100 python batches (data_batch_N, test_batch / train, test)",
-                 read_cifar),
-    SourceFormat("mnist", "MNIST IDX files (train-/t10k-images-idx3-ubyte[.gz] + labels)",
-                 read_mnist),
-    SourceFormat("audio-folder", "audio in root/<class>/ or flat {label}_{speaker}_{take}.wav",
-                 read_audio_folder),
+    SourceFormat(
+        "image-folder",
+        "images in root/<class>/ or root/{train,val,test}/<class>/",
+        read_image_folder,
+    ),
+    SourceFormat(
+        "cifar", "CIFAR-10/100 python batches (data_batch_N, test_batch / train, test)", read_cifar
+    ),
+    SourceFormat(
+        "mnist", "MNIST IDX files (train-/t10k-images-idx3-ubyte[.gz] + labels)", read_mnist
+    ),
+    SourceFormat(
+        "audio-folder",
+        "audio in root/<class>/ or flat {label}_{speaker}_{take}.wav",
+        read_audio_folder,
+    ),
     SourceFormat("table", "a CSV, TSV or JSONL file of text and label columns", read_table),
-    SourceFormat("table-splits", "a folder of tables: train.tsv, dev.tsv, test.tsv",
-                 read_table_splits),
-    SourceFormat("parallel", "aligned {split}.{lang}[.gz] text files (Multi30k layout)",
-                 read_parallel_dir),
-    SourceFormat("manifest", "JSONL lines with text / image / audio paths and targets",
-                 read_manifest),
+    SourceFormat(
+        "table-splits", "a folder of tables: train.tsv, dev.tsv, test.tsv", read_table_splits
+    ),
+    SourceFormat(
+        "parallel", "aligned {split}.{lang}[.gz] text files (Multi30k layout)", read_parallel_dir
+    ),
+    SourceFormat(
+        "manifest", "JSONL lines with text / image / audio paths and targets", read_manifest
+    ),
 ]
 
 _TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
 _IDX = re.compile(r".+[-.]idx\d-ubyte(\.gz)?")
-_LANGUAGE_FILE = re.compile(r"(?P<prefix>.+)\.(?P<lang>[a-z]{2})(\.gz)?")
+_LANGUAGE_FILE = re.compile(r"(?P<prefix>.+)\.(?P<lang>[a-z]{2})")
 
 
 def detect_format(path: PathLike) -> str:
@@ -80,8 +92,8 @@ def detect_format(path: PathLike) -> str:
     else:
         raise DataError(str(path), "no such file or folder")
     if fmt is None:
-        known = "; ".join(f"{f.name}: {f.description}" for f in FORMATS)
-        raise DataError(str(path), f"cannot tell its format; known formats are {known}")
+        known = ", ".join(f.name for f in FORMATS)
+        raise DataError(str(path), f"cannot tell its format; known formats: {known}")
     return fmt
 
 
@@ -90,11 +102,12 @@ def _file_format(path: Path) -> str | None:
     if not name.endswith(_TABLE_SUFFIXES):
         return None
     if name.endswith(".jsonl"):
-        first = next((line for line in text_lines(path) if line.strip()), "{}")
+        opener = gzip.open if path.suffix == ".gz" else open
         try:
-            obj = json.loads(first)
-        except json.JSONDecodeError:
-            return "table"  # read_table will name the bad line
+            with opener(path, "rt", encoding="utf-8-sig") as lines:
+                obj = json.loads(next((line for line in lines if line.strip()), "{}"))
+        except (OSError, ValueError):  # the reader will name the bad line
+            return "table"
         if isinstance(obj, dict) and ("image" in obj or "audio" in obj):
             return "manifest"
     return "table"
@@ -105,8 +118,8 @@ def _folder_format(root: Path) -> str | None:
     subfolders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     if any(_IDX.fullmatch(name) for name in names):
         return "mnist"
-    cifar = ("batches.meta", "meta", "cifar-10-batches-py", "cifar-100-python")
-    if names & set(cifar):
+    cifar = {"batches.meta", "cifar-10-batches-py", "cifar-100-python"}
+    if names & cifar or {"meta", "train", "test"} <= names:
         return "cifar"
     if names & {"train.tsv", "train.csv", "train.tsv.gz", "train.csv.gz"}:
         return "table-splits"
@@ -130,6 +143,6 @@ def _has_parallel_files(folder: Path) -> bool:
         return False
     langs: dict[str, set[str]] = {}
     for path in folder.iterdir():
-        if match := _LANGUAGE_FILE.fullmatch(path.name):
+        if match := _LANGUAGE_FILE.fullmatch(path.name.removesuffix(".gz")):
             langs.setdefault(match["prefix"], set()).add(match["lang"])
     return any(len(found) >= 2 for found in langs.values())

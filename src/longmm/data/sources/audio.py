@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ def read_audio_folder(
     root: PathLike,
     *,
     skip_bad: bool = False,
-    extensions: Iterable[str] = AUDIO_EXTENSIONS,
+    extensions: Sequence[str] = AUDIO_EXTENSIONS,
     test_takes: list[int] | None = None,
 ) -> SourceData:
     """Class folders ``root/<label>/*.wav``, or flat FSDD-named files in ``root``.
@@ -63,7 +63,7 @@ def read_audio_folder(
     else:
         if test_takes is not None:
             raise DataError(str(root), f"test_takes needs flat files named {FSDD_PATTERN}")
-        items = [(path, {"label": label}, {}) for label, path in class_files(root, wanted)]
+        items = [(path, {"label": label}, {}) for label, path in class_files(root, extensions)]
         layout = "class folders"
     samples = decoded_samples(items, AUDIO, decode_audio, problems)
     if test_takes is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import pickle
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ def _to_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def class_files(folder: Path, extensions: Iterable[str]) -> list[tuple[str, Path]]:
+def class_files(folder: Path, extensions: Sequence[str]) -> list[tuple[str, Path]]:
     """``(class, file)`` for ``folder/<class>/*`` with a wanted extension, in natural order."""
     wanted = {e.lower() for e in extensions}
     found = [
@@ -90,7 +90,7 @@ def decoded_samples(
 
 
 def read_image_folder(
-    root: PathLike, *, skip_bad: bool = False, extensions: Iterable[str] = IMAGE_EXTENSIONS
+    root: PathLike, *, skip_bad: bool = False, extensions: Sequence[str] = IMAGE_EXTENSIONS
 ) -> SourceData:
     """``root/<class>/*.png``, or ``root/{train,val,test}/<class>/*`` when ``root/train`` exists."""
     root = existing_folder(root)

@@ -47,7 +47,7 @@ def read_manifest(
         try:
             rows.append(_sample(obj, base, where))
         except _BadField as err:
-            problems.bad(f"{where}: field '{err.field}'", str(err))
+            problems.bad(at(path, number, err.field), str(err))
         except ValueError as err:
             problems.bad(where, str(err))
     splits = _group(path, rows)

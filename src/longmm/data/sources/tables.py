@@ -133,8 +133,8 @@ def read_table(
 ) -> SourceData:
     """A CSV, TSV or JSONL table of texts and (optionally) labels, all under ``"all"``.
 
-    ``header=None`` detects a CSV/TSV header: the first row is one when it holds the
-    named columns. With integer columns and a header line, pass ``header=True``.
+    ``header=None`` detects a CSV/TSV header: the first row is one when it holds a named
+    column. With only integer columns and a header line, pass ``header=True``.
     """
     problems = Problems(skip_bad)
     samples = _read_table(Path(path), text_column, label_column, header, format, problems)
@@ -181,13 +181,13 @@ def _existing(root: Path, name: str) -> Path | None:
 def _known_labels(
     samples: list[Sample], known: set[str], column: Column, problems: Problems
 ) -> list[Sample]:
+    listed = ", ".join(repr(k) for k in sorted_classes(known))
     kept = []
     for sample in samples:
         label = sample.targets["label"]
         if label in known:
             kept.append(sample)
         else:
-            listed = ", ".join(repr(k) for k in sorted_classes(known))
             problems.bad(
                 f"{sample.where}: field '{column}'",
                 f"unknown label {label!r}; the train split has {listed}",
@@ -217,7 +217,7 @@ def _read_table(
     names = {"text": text_column, "label": label_column}  # as the user named them
     samples = []
     for number, record in records:
-        values = _pick(record, columns, names, at(path, number), problems)
+        values = _pick(record, columns, names, path, number, problems)
         if values is not None:
             text = values.pop("text")
             samples.append(Sample(inputs={TEXT: text}, targets=values, where=at(path, number)))
@@ -228,13 +228,14 @@ def _pick(
     record: dict[str, Any] | list[str],
     columns: dict[str, Column],
     names: dict[str, Column | None],
-    where: str,
+    path: Path,
+    number: int,
     problems: Problems,
 ) -> dict[str, str] | None:
     """The wanted fields of one record, checked; ``None`` after reporting a bad field."""
     values = {}
     for key, column in columns.items():
-        field_at = f"{where}: field '{names[key]}'"
+        field_at = at(path, number, str(names[key]))
         try:
             value = record[column]  # type: ignore[index]
         except (KeyError, IndexError):
@@ -268,7 +269,7 @@ def _delimited_rows(
         raise DataError(str(path), "empty table")
     names = [c for c in columns.values() if isinstance(c, str)]
     if header is None:
-        header = bool(names) and all(name in first[1] for name in names)
+        header = any(name in first[1] for name in names)
     if not header:
         if names:
             raise DataError(
