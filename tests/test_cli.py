@@ -32,7 +32,9 @@ class KillAtEpoch(L.Callback):
 """
 
 
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "longmm.cli", *args],
         capture_output=True,
@@ -60,7 +62,14 @@ def test_fit_writes_the_run_folder(tiny_recipe: Path, tmp_path: Path) -> None:
     ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "balanced_accuracy", "per_class"):
+    for key in (
+        "accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "balanced_accuracy",
+        "per_class",
+    ):
         assert key in metrics["test"], key
     assert set(metrics["test"]["per_class"]) == {str(d) for d in range(10)}
     assert metrics["val"]["count"] == 180 and metrics["test"]["count"] == 359
@@ -78,7 +87,19 @@ def test_fit_writes_the_run_folder(tiny_recipe: Path, tmp_path: Path) -> None:
 
 def test_overrides_in_the_usual_form(tiny_recipe: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    main(["fit", "--config", str(tiny_recipe), "--trainer.max_epochs", "1", "--data.batch_size", "128", "--out", str(out)])
+    main(
+        [
+            "fit",
+            "--config",
+            str(tiny_recipe),
+            "--trainer.max_epochs",
+            "1",
+            "--data.batch_size",
+            "128",
+            "--out",
+            str(out),
+        ]
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] == 1
     assert "batch_size: 128" in (out / "config.yaml").read_text()
@@ -87,7 +108,9 @@ def test_overrides_in_the_usual_form(tiny_recipe: Path, tmp_path: Path) -> None:
 def test_corrupt_checkpoint_is_named(tiny_recipe: Path, tmp_path: Path) -> None:
     bad = tmp_path / "broken.ckpt"
     bad.write_bytes(b"PK\x03\x04 this is not a whole checkpoint")
-    result = run_cli("test", "--config", str(tiny_recipe), "--ckpt_path", str(bad), "--out", str(tmp_path / "r"))
+    result = run_cli(
+        "test", "--config", str(tiny_recipe), "--ckpt_path", str(bad), "--out", str(tmp_path / "r")
+    )
     assert result.returncode == 2
     assert str(bad) in result.stderr and "corrupt" in result.stderr
     assert "Traceback" not in result.stderr
@@ -99,7 +122,9 @@ def test_truncated_checkpoint_is_named(tiny_recipe: Path, tmp_path: Path) -> Non
     data = (out / "checkpoints" / "last.ckpt").read_bytes()
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(data[: len(data) // 2])
-    result = run_cli("fit", "--config", str(tiny_recipe), "--ckpt_path", str(cut), "--out", str(out))
+    result = run_cli(
+        "fit", "--config", str(tiny_recipe), "--ckpt_path", str(cut), "--out", str(out)
+    )
     assert result.returncode == 2
     assert f"{cut}: truncated or corrupt checkpoint" in result.stderr
 
@@ -111,15 +136,30 @@ def test_killed_run_resumes_to_the_same_result(tiny_recipe: Path, tmp_path: Path
 
     (tmp_path / "killer.py").write_text(KILLER)
     kill_cfg = tmp_path / "kill.yaml"
-    kill_cfg.write_text("trainer:\n  callbacks:\n    - class_path: killer.KillAtEpoch\n      init_args: {epoch: 2}\n")
+    kill_cfg.write_text(
+        "trainer:\n  callbacks:\n"
+        "    - class_path: killer.KillAtEpoch\n      init_args: {epoch: 2}\n"
+    )
     crashed = tmp_path / "crashed"
     env = {"PYTHONPATH": str(tmp_path)}
-    first = run_cli("fit", "--config", str(tiny_recipe), "--config", str(kill_cfg), *epochs, "--out", str(crashed), env=env)
+    first = run_cli(
+        "fit",
+        "--config",
+        str(tiny_recipe),
+        "--config",
+        str(kill_cfg),
+        *epochs,
+        "--out",
+        str(crashed),
+        env=env,
+    )
     assert first.returncode == -9, first.stderr[-2000:]
     assert (crashed / "checkpoints" / "last.ckpt").is_file()
     assert not (crashed / "metrics.json").exists()
 
-    resumed = run_cli("fit", "--config", str(tiny_recipe), *epochs, "--out", str(crashed), "--ckpt_path", "last")
+    resumed = run_cli(
+        "fit", "--config", str(tiny_recipe), *epochs, "--out", str(crashed), "--ckpt_path", "last"
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = json.loads((whole / "metrics.json").read_text())
     b = json.loads((crashed / "metrics.json").read_text())

@@ -34,8 +34,12 @@ class LongmmCLI(LightningCLI):
     """LightningCLI that owns the run folder: config, checkpoints, metrics, report, plots."""
 
     def add_arguments_to_parser(self, parser: Any) -> None:
-        parser.add_argument("--out", type=str | None, default=None, help="Run folder (default: runs/<recipe>).")
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.add_argument(
+            "--out", type=str | None, default=None, help="Run folder (default: runs/<recipe>)."
+        )
+        parser.link_arguments(
+            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
+        )
 
     # -- run folder ----------------------------------------------------------------------------
     def _sub(self) -> Any:
@@ -47,7 +51,11 @@ class LongmmCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         sub = self.config.get("subcommand")
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
-        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
+        if (
+            ckpt_path
+            and ckpt_path not in ("last", "best", "hpc", "registry")
+            and not Path(ckpt_path).is_file()
+        ):
             raise LongmmError(f"{ckpt_path}: checkpoint not found")
         if ckpt_path and Path(ckpt_path).is_file():
             read_checkpoint(ckpt_path)  # a clear error for a truncated or corrupt file
@@ -62,7 +70,9 @@ class LongmmCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         run = self.run_dir()
-        callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        callbacks = [
+            self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys
+        ]
         config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         config["callbacks"] = list(config.get("callbacks") or [])
         config["plugins"] = [*(config.get("plugins") or []), AtomicCheckpointIO()]
@@ -104,7 +114,9 @@ class LongmmCLI(LightningCLI):
         run = self.run_dir()
         trainer, model, dm = self.trainer, self.model, self.datamodule
         plots: list[str] = []
-        logs = sorted((run / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
+        logs = sorted(
+            (run / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:])
+        )
         if trainer.is_global_zero and logs and plot_curves(logs, run / "plots" / "curves.png"):
             plots.append("plots/curves.png")
         cb = self.checkpoint_callback
@@ -132,14 +144,18 @@ class LongmmCLI(LightningCLI):
             data_summary = dm.summary()
         classes = getattr(dm, "classes", None)
         if "confusion_matrix" in results["test"] and classes:
-            plot_confusion_matrix(results["test"]["confusion_matrix"], classes, run / "plots" / "confusion_matrix.png")
+            plot_confusion_matrix(
+                results["test"]["confusion_matrix"], classes, run / "plots" / "confusion_matrix.png"
+            )
             plots.append("plots/confusion_matrix.png")
         if hasattr(model, "write_artifacts"):
             plots += model.write_artifacts(run)
         atomic_write_json(run / "metrics.json", metrics)
         command = "longmm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         title = f"Run {run.name}: {type(model).__name__}"
-        atomic_write_text(run / "report.md", classification_report(title, metrics, data_summary, command, plots))
+        atomic_write_text(
+            run / "report.md", classification_report(title, metrics, data_summary, command, plots)
+        )
         summary = {k: metrics["test"].get(k) for k in ("accuracy", "f1_macro", "balanced_accuracy")}
         print(f"\nrun folder: {run}\ntest: {json.dumps(summary)}\ntrained in {seconds:.1f} s")
 
@@ -186,21 +202,32 @@ def recipe_path(name: str) -> Path:
         candidate = folder / f"{name}.yaml"
         if candidate.is_file():
             return candidate
-    raise LongmmError(f"recipe {name!r} not found (looked in {here / 'recipes'} and {here.parents[1] / 'recipes'})")
+    raise LongmmError(
+        f"recipe {name!r} not found in {here / 'recipes'} or {here.parents[1] / 'recipes'}"
+    )
 
 
 def quickstart(args: list[str]) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="longmm quickstart", description="Train the main job on embedded data.")
-    parser.add_argument("--out", default="runs/quickstart", help="parent folder of the quickstart runs")
+    parser = argparse.ArgumentParser(
+        prog="longmm quickstart", description="Train the main job on embedded data."
+    )
+    parser.add_argument(
+        "--out", default="runs/quickstart", help="parent folder of the quickstart runs"
+    )
     opts = parser.parse_args(args)
     t0 = time.perf_counter()
     out = Path(opts.out)
-    run_lightning(["fit", "--config", str(recipe_path("cnn_digits")), "--out", str(out / "cnn_digits")])
+    run_lightning(
+        ["fit", "--config", str(recipe_path("cnn_digits")), "--out", str(out / "cnn_digits")]
+    )
     metrics = json.loads((out / "cnn_digits" / "metrics.json").read_text())
     print(f"\nquickstart done in {time.perf_counter() - t0:.0f} s")
-    print(f"  CNN on embedded digits: test accuracy {metrics['test']['accuracy']:.4f}  -> {out / 'cnn_digits'}")
+    print(
+        f"  CNN on embedded digits: test accuracy {metrics['test']['accuracy']:.4f}"
+        f"  -> {out / 'cnn_digits'}"
+    )
 
 
 USAGE = """usage: longmm COMMAND [options]

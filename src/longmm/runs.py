@@ -25,7 +25,9 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({str(err).splitlines()[0]})") from err
+        raise CheckpointError(
+            f"{path}: truncated or corrupt checkpoint ({str(err).splitlines()[0]})"
+        ) from err
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a longmm/Lightning checkpoint (no 'state_dict')")
     return ckpt
@@ -35,17 +37,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO that writes to a temporary name and renames on success, and
     reports a truncated or corrupt checkpoint by its path."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
 
-    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict:
         return read_checkpoint(path, map_location=map_location or "cpu")
 
 
-def save_weights(state_dict: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+def save_weights(
+    state_dict: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
     """Weights as safetensors (contiguous, de-aliased copies), written atomically."""
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    tensors = {
+        k: v.detach().cpu().contiguous().clone()
+        for k, v in state_dict.items()
+        if isinstance(v, torch.Tensor)
+    }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 

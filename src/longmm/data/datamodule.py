@@ -200,7 +200,10 @@ class SourceDataModule(L.LightningDataModule):
             name: {
                 "count": len(items),
                 "per_class": dict(
-                    sorted(Counter(str(s.label) for s in items).items(), key=lambda kv: self._class_to_index[kv[0]])
+                    sorted(
+                        Counter(str(s.label) for s in items).items(),
+                        key=lambda kv: self._class_to_index[kv[0]],
+                    )
                 ),
             }
             for name, items in self.samples.items()
@@ -213,7 +216,9 @@ class SourceDataModule(L.LightningDataModule):
         return {"classes": self.classes}
 
     def save_artifacts(self, run_dir: Path) -> None:
-        atomic_write_json(run_dir / "data.json", {**self.summary(), "preprocessing": self.preprocessing_state()})
+        atomic_write_json(
+            run_dir / "data.json", {**self.summary(), "preprocessing": self.preprocessing_state()}
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"classes": self.classes, "preprocessing": json.dumps(self.preprocessing_state())}
@@ -293,7 +298,8 @@ class ImageData(SourceDataModule):
         }
         if fmt not in readers:
             raise DataError(
-                "data.format", f"{fmt!r} is not an image format (choose from {', '.join(IMAGE_FORMATS)})"
+                "data.format",
+                f"{fmt!r} is not an image format (choose from {', '.join(IMAGE_FORMATS)})",
             )
         if not Path(self.root).exists():
             raise DataError("data.root", f"{self.root} does not exist")
@@ -318,7 +324,9 @@ class ImageData(SourceDataModule):
     def _image(sample: Sample, channels: int, size: int) -> Tensor:
         if "image" not in sample.inputs:
             raise DataError(sample.where, "field 'image': missing")
-        return to_chw_uint8(sample.inputs["image"], channels=channels, size=size, where=sample.where)
+        return to_chw_uint8(
+            sample.inputs["image"], channels=channels, size=size, where=sample.where
+        )
 
     @staticmethod
     def _first_channels(train: list[Sample]) -> int:
@@ -331,7 +339,9 @@ class ImageData(SourceDataModule):
         (h, w), _ = sizes.most_common(1)[0]
         return int(max(h, w))
 
-    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
+    def on_after_batch_transfer(
+        self, batch: dict[str, Tensor], dataloader_idx: int
+    ) -> dict[str, Tensor]:
         if "image" in batch and batch["image"].dtype == torch.uint8:
             assert self.normalizer is not None
             self.normalizer.to(batch["image"].device)
@@ -344,7 +354,11 @@ class ImageData(SourceDataModule):
         return batch
 
     def preprocessing_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"classes": self.classes, "image_size": self.image_size, "channels": self.channels}
+        state: dict[str, Any] = {
+            "classes": self.classes,
+            "image_size": self.image_size,
+            "channels": self.channels,
+        }
         if self.normalizer is not None:
             state["mean"] = self.normalizer.mean.tolist()
             state["std"] = self.normalizer.std.tolist()
@@ -359,7 +373,7 @@ class ImageData(SourceDataModule):
 
 
 def describe_images(samples: list[Sample]) -> dict[str, Any]:
-    shapes = Counter(tuple(int(v) for v in s.inputs["image"].shape) for s in samples if "image" in s.inputs)
+    shapes = Counter(
+        tuple(int(v) for v in s.inputs["image"].shape) for s in samples if "image" in s.inputs
+    )
     return {"image_shapes": {str(k): v for k, v in shapes.most_common(5)}}
-
-

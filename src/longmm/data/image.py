@@ -21,7 +21,9 @@ def to_chw_uint8(array: np.ndarray, *, channels: int, size: int | None, where: s
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.dtype != np.uint8:
-        raise DataError(where or "image", f"expected a uint8 (H, W, C) array, got {array.dtype} {array.shape}")
+        raise DataError(
+            where or "image", f"expected a uint8 (H, W, C) array, got {array.dtype} {array.shape}"
+        )
     have = array.shape[2]
     if have != channels:
         mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(have)
@@ -40,7 +42,9 @@ def to_chw_uint8(array: np.ndarray, *, channels: int, size: int | None, where: s
         array = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
         if array.ndim == 2:
             array = array[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
+    return (
+        torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+    )
 
 
 class ImageNormalizer(nn.Module):

@@ -25,7 +25,7 @@ def list_sets() -> str:
 
 
 def read_any(path: str, fmt: str = "auto", **options: Any) -> tuple[str, SourceData]:
-    """Read a builtin set by name or a path in any known format, skipping (and listing) bad items."""
+    """Read a builtin set by name or a path in any format, skipping (and listing) bad items."""
     if path in BUILTINS:
         return path, BUILTINS[path].read()
     from longmm.data.sources import FORMATS, detect_format
@@ -33,7 +33,9 @@ def read_any(path: str, fmt: str = "auto", **options: Any) -> tuple[str, SourceD
     name = detect_format(path) if fmt == "auto" else fmt
     reader = {f.name: f.reader for f in FORMATS}[name]
     if name == "parallel":
-        return name, reader(path, options.get("src_lang", "en"), options.get("tgt_lang", "de"), skip_bad=True)
+        return name, reader(
+            path, options.get("src_lang", "en"), options.get("tgt_lang", "de"), skip_bad=True
+        )
     if name in ("table", "table-splits"):
         kw = {k: options[k] for k in ("text_column", "label_column") if options.get(k) is not None}
         return name, reader(path, skip_bad=True, **kw)
@@ -58,13 +60,19 @@ def _shape_summary(samples: list[Sample]) -> dict[str, Any]:
     texts = [s.inputs["text"] for s in samples if isinstance(s.inputs.get("text"), str)]
     if texts:
         words = np.array([len(t.split()) for t in texts])
-        out["text_words"] = {"min": int(words.min()), "median": float(np.median(words)), "max": int(words.max())}
+        out["text_words"] = {
+            "min": int(words.min()),
+            "median": float(np.median(words)),
+            "max": int(words.max()),
+        }
     targets = Counter(k for s in samples for k in s.targets)
     out["targets"] = dict(targets)
     return out
 
 
-def inspect_data(path: str, fmt: str = "auto", max_classes: int = 50, **options: Any) -> dict[str, Any]:
+def inspect_data(
+    path: str, fmt: str = "auto", max_classes: int = 50, **options: Any
+) -> dict[str, Any]:
     name, data = read_any(path, fmt, **options)
     report: dict[str, Any] = {"path": path, "format": name, "description": data.description}
     report["splits"] = {}
@@ -101,10 +109,14 @@ def _print_report(report: dict[str, Any]) -> None:
 
 
 def data_command(args: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="longmm data", description="Embedded sets and dataset checks.")
+    parser = argparse.ArgumentParser(
+        prog="longmm data", description="Embedded sets and dataset checks."
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("list", help="embedded sets and source formats")
-    ins = sub.add_parser("inspect", help="counts per split and class, sample shapes, problems found")
+    ins = sub.add_parser(
+        "inspect", help="counts per split and class, sample shapes, problems found"
+    )
     ins.add_argument("path", help="a folder or file, or an embedded set's name")
     ins.add_argument("--format", default="auto")
     ins.add_argument("--text-column", default=None)

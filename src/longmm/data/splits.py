@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,4 +23,4 @@ def seeded_split(n: int, fractions: Sequence[float], seed: int) -> list[np.ndarr
     """Shuffle ``range(n)`` with ``seed`` and cut it by ``fractions``; same inputs, same split."""
     order = np.random.default_rng(seed).permutation(n)
     bounds = np.cumsum([0, *split_counts(n, fractions)])
-    return [np.sort(order[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [np.sort(order[a:b]) for a, b in itertools.pairwise(bounds)]

@@ -9,7 +9,7 @@ from longmm.encoders.base import EncoderOutput
 
 
 def _as_tokens(fmap: Tensor) -> tuple[Tensor, Tensor]:
-    b, c, h, w = fmap.shape
+    b, _, h, w = fmap.shape
     tokens = fmap.flatten(2).transpose(1, 2)  # (B, H*W, C)
     return tokens, torch.ones(b, h * w, dtype=torch.bool, device=fmap.device)
 
@@ -22,7 +22,9 @@ class ArticleCNN(nn.Module):
     size is computed from ``image_size``.
     """
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, dim: int = 64, dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_channels: int = 1, image_size: int = 28, dim: int = 64, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         size = image_size
         pools = []
@@ -39,7 +41,9 @@ class ArticleCNN(nn.Module):
             nn.Conv2d(64, 64, 3, padding=1),
             nn.ReLU(),
         )
-        self.dense = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(64 * size * size, dim), nn.ReLU())
+        self.dense = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(64 * size * size, dim), nn.ReLU()
+        )
         self.in_channels = in_channels
         self.image_size = image_size
         self.dim = dim
@@ -63,7 +67,9 @@ class _ResidualBlock(nn.Module):
         self.skip = (
             nn.Identity()
             if stride == 1 and c_in == c_out
-            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+            else nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
         )
         self.act = nn.ReLU(inplace=True)
 

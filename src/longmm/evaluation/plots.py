@@ -10,9 +10,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from longmm.io import atomic_path  # noqa: E402
+from longmm.io import atomic_path
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -21,7 +21,9 @@ def _save(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: Path, title: str = "") -> None:
+def plot_confusion_matrix(
+    matrix: list[list[int]], classes: list[str], path: Path, title: str = ""
+) -> None:
     n = len(classes)
     size = max(4.0, 0.45 * n + 2)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -63,7 +65,9 @@ def read_epoch_metrics(csv_paths: list[Path]) -> dict[str, list[tuple[int, float
     return {k: sorted(v.items()) for k, v in series.items()}
 
 
-def plot_curves(csv_paths: list[Path], path: Path, metrics: tuple[str, ...] = ("loss", "accuracy")) -> bool:
+def plot_curves(
+    csv_paths: list[Path], path: Path, metrics: tuple[str, ...] = ("loss", "accuracy")
+) -> bool:
     """Train and validation curves per epoch; False when the log holds no epochs yet."""
     series = read_epoch_metrics(csv_paths)
     wanted = [m for m in metrics if f"train/{m}" in series or f"val/{m}" in series]
@@ -80,7 +84,9 @@ def plot_curves(csv_paths: list[Path], path: Path, metrics: tuple[str, ...] = ("
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-        if metric == "loss" and all(v > 0 for s in ("train", "val") for _, v in series.get(f"{s}/loss", [])):
+        if metric == "loss" and all(
+            v > 0 for s in ("train", "val") for _, v in series.get(f"{s}/loss", [])
+        ):
             lo = min(v for s in ("train", "val") for _, v in series.get(f"{s}/loss", []))
             if lo > 0 and math.isfinite(lo):
                 ax.set_yscale("log")

@@ -19,26 +19,55 @@ def classification_report(
     lines = [f"# {title}", "", f"Command: `{command}`", ""]
     seconds = metrics.get("seconds")
     if seconds is not None:
-        lines += [f"Training time: {seconds:.1f} s; best checkpoint: `{metrics.get('best_checkpoint', '')}`", ""]
-    keys = ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_micro"]
+        lines += [
+            f"Training time: {seconds:.1f} s; "
+            f"best checkpoint: `{metrics.get('best_checkpoint', '')}`",
+            "",
+        ]
+    keys = [
+        "accuracy",
+        "balanced_accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "f1_micro",
+    ]
     stages = [s for s in ("val", "test") if s in metrics]
     if stages:
-        lines += ["## Metrics", "", "| metric | " + " | ".join(stages) + " |", "| --- |" + " ---: |" * len(stages)]
+        lines += [
+            "## Metrics",
+            "",
+            "| metric | " + " | ".join(stages) + " |",
+            "| --- |" + " ---: |" * len(stages),
+        ]
         for key in keys:
-            lines.append(f"| {key} | " + " | ".join(_fmt(metrics[s].get(key, "")) for s in stages) + " |")
+            lines.append(
+                f"| {key} | " + " | ".join(_fmt(metrics[s].get(key, "")) for s in stages) + " |"
+            )
         lines.append("")
     test = metrics.get("test", {})
     if test.get("per_class"):
-        lines += ["## Per class (test)", "", "| class | precision | recall | f1 | support |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "## Per class (test)",
+            "",
+            "| class | precision | recall | f1 | support |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
         for name, row in test["per_class"].items():
             lines.append(
-                f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |"
+                f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} "
+                f"| {row['support']} |"
             )
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     if data:
-        lines += ["## Data", "", f"Source: {data.get('source')} — {data.get('description', '')}", ""]
+        lines += [
+            "## Data",
+            "",
+            f"Source: {data.get('source')} — {data.get('description', '')}",
+            "",
+        ]
         for split, info in data.get("splits", {}).items():
             lines.append(f"- {split}: {info['count']} samples")
         lines.append("")

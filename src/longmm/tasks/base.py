@@ -47,7 +47,10 @@ class Task(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(
-            param_groups(self, self.weight_decay), self.optimizer_name, self.lr, momentum=self.momentum
+            param_groups(self, self.weight_decay),
+            self.optimizer_name,
+            self.lr,
+            momentum=self.momentum,
         )
         total = int(self.trainer.estimated_stepping_batches)
         epochs = max(self.trainer.max_epochs or 1, 1)
@@ -61,4 +64,7 @@ class Task(L.LightningModule):
             step_epochs=self.step_epochs,
             gamma=self.gamma,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

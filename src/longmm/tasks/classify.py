@@ -72,7 +72,9 @@ class Classify(Task):
     def encode(self, batch: dict[str, Tensor]) -> dict[str, EncoderOutput]:
         present = {m: enc(batch[m]) for m, enc in self.encoders.items() if m in batch}
         if not present:
-            raise DataError("batch", f"none of the modalities {list(self.encoders)} is in the batch")
+            raise DataError(
+                "batch", f"none of the modalities {list(self.encoders)} is in the batch"
+            )
         return present
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
@@ -98,7 +100,9 @@ class Classify(Task):
         logits = self(batch)
         loss = F.cross_entropy(logits, batch["label"])
         self.eval_metrics.update(logits, batch["label"])
-        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(logits))
+        self.log(
+            f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(logits)
+        )
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")

@@ -28,7 +28,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(
-    params: Iterable, name: OptimizerName, lr: float, momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999)
+    params: Iterable,
+    name: OptimizerName,
+    lr: float,
+    momentum: float = 0.9,
+    betas: tuple[float, float] = (0.9, 0.999),
 ) -> Optimizer:
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0)
@@ -59,7 +63,9 @@ def build_scheduler(
     if name == "onecycle":
         max_lrs = [g["lr"] for g in optimizer.param_groups]
         pct = warmup_steps / total_steps if warmup_steps else 0.3
-        return OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total_steps, pct_start=min(max(pct, 0.01), 0.99))
+        return OneCycleLR(
+            optimizer, max_lr=max_lrs, total_steps=total_steps, pct_start=min(max(pct, 0.01), 0.99)
+        )
 
     def factor(step: int) -> float:
         if warmup_steps and step < warmup_steps:
@@ -71,6 +77,8 @@ def build_scheduler(
         if name == "cosine":
             progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
             return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        raise ValueError(f"scheduler: unknown name {name!r} (choose constant, step, cosine, onecycle)")
+        raise ValueError(
+            f"scheduler: unknown name {name!r} (choose constant, step, cosine, onecycle)"
+        )
 
     return LambdaLR(optimizer, factor)

@@ -35,7 +35,9 @@ def _spoken_digits() -> SourceData:
 BUILTINS: dict[str, Builtin] = {
     b.name: b
     for b in (
-        Builtin("digits", "image", "1,797 real 8x8 handwritten digit scans (scikit-learn)", _digits),
+        Builtin(
+            "digits", "image", "1,797 real 8x8 handwritten digit scans (scikit-learn)", _digits
+        ),
         Builtin(
             "spoken-digits",
             "audio",
