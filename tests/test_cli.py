@@ -58,7 +58,7 @@ def test_fit_writes_the_run_folder(tiny_recipe: Path, tmp_path: Path) -> None:
         "checkpoints/best.ckpt",
         "plots/confusion_matrix.png",
         "plots/curves.png",
-        "logs/metrics.csv",
+        "logs/version_0/metrics.csv",
     ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
@@ -83,6 +83,22 @@ def test_fit_writes_the_run_folder(tiny_recipe: Path, tmp_path: Path) -> None:
     assert not list(out.rglob("*.tmp"))
     # The resolved config reruns as a recipe.
     assert "longmm.tasks.Classify" in (out / "config.yaml").read_text()
+
+
+def test_test_and_predict_from_a_run_folder(tiny_recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    main(["fit", "--config", str(tiny_recipe), "--trainer.max_epochs", "1", "--out", str(out)])
+    ckpt = str(out / "checkpoints" / "best.ckpt")
+    config = str(out / "config.yaml")
+    main(["test", "--config", config, "--ckpt_path", ckpt])
+    tested = json.loads((out / "metrics_test.json").read_text())
+    fitted = json.loads((out / "metrics.json").read_text())
+    assert tested["accuracy"] == fitted["test"]["accuracy"]
+    main(["predict", "--config", config, "--ckpt_path", ckpt])
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 359 and [r["index"] for r in rows] == list(range(359))
+    accuracy = sum(r["pred"] == r["label"] for r in rows) / len(rows)
+    assert accuracy == pytest.approx(fitted["test"]["accuracy"], abs=1e-6)
 
 
 def test_overrides_in_the_usual_form(tiny_recipe: Path, tmp_path: Path) -> None:
@@ -187,3 +203,45 @@ def test_data_list_and_inspect(capsys: pytest.CaptureFixture[str]) -> None:
     report = json.loads(capsys.readouterr().out)
     assert report["splits"]["all"]["count"] == 1797
     assert report["splits"]["all"]["image_shapes"] == {"(8, 8, 1)": 1797}
+
+
+FOLDER_RECIPE = """\
+model:
+  class_path: longmm.tasks.Classify
+  init_args:
+    encoders:
+      image:
+        class_path: longmm.encoders.ArticleCNN
+        init_args: {in_channels: 3, image_size: 8, dim: 16}
+data:
+  class_path: longmm.data.ImageData
+  init_args: {root: ROOT, image_size: 8, channels: 3, split: [0.5, 0.25, 0.25], batch_size: 8}
+trainer: {max_epochs: 1, enable_progress_bar: false, enable_model_summary: false}
+"""
+
+
+def test_bad_image_stops_the_run_or_is_listed_in_the_report(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(
+                root / label / f"{i}.png"
+            )
+    (root / "b" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    recipe = tmp_path / "folder.yaml"
+    recipe.write_text(FOLDER_RECIPE.replace("ROOT", str(root)))
+
+    failed = run_cli("fit", "--config", str(recipe), "--out", str(tmp_path / "r1"))
+    assert failed.returncode == 2
+    assert "bad.jpg" in failed.stderr and "Traceback" not in failed.stderr
+    assert not (tmp_path / "r1" / "metrics.json").exists()
+
+    out = tmp_path / "r2"
+    main(["fit", "--config", str(recipe), "--data.skip_bad", "true", "--out", str(out)])
+    report = (out / "report.md").read_text()
+    assert "Skipped inputs (1)" in report and "bad.jpg" in report

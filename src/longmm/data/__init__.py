@@ -1,6 +1,7 @@
 """Data: sources of standard formats, embedded sets, preprocessing, data modules."""
 
 from longmm.data.datamodule import ImageData, SourceDataModule
+from longmm.data.modules import AudioData, TextData
 from longmm.data.schema import AUDIO, IMAGE, MODALITIES, TEXT, Sample, SourceData, Waveform
 
 __all__ = [
@@ -8,9 +9,11 @@ __all__ = [
     "IMAGE",
     "MODALITIES",
     "TEXT",
+    "AudioData",
     "ImageData",
     "Sample",
     "SourceData",
     "SourceDataModule",
+    "TextData",
     "Waveform",
 ]
