@@ -11,6 +11,7 @@ from pathlib import Path
 
 from longmm.data.schema import SourceData
 from longmm.data.sources.audio import AUDIO_EXTENSIONS, decode_audio, read_audio_folder
+from longmm.data.sources.base import PathLike
 from longmm.data.sources.images import (
     IMAGE_EXTENSIONS,
     decode_image,
@@ -20,7 +21,7 @@ from longmm.data.sources.images import (
 )
 from longmm.data.sources.manifest import read_manifest
 from longmm.data.sources.parallel import read_parallel, read_parallel_dir
-from longmm.data.sources.tables import PathLike, read_table, read_table_splits
+from longmm.data.sources.tables import read_table, read_table_splits
 from longmm.errors import DataError
 
 __all__ = [

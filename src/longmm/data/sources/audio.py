@@ -11,9 +11,15 @@ import numpy as np
 import soundfile
 
 from longmm.data.schema import AUDIO, SourceData, Waveform
-from longmm.data.sources.base import Problems, natural_key
+from longmm.data.sources.base import (
+    PathLike,
+    Problems,
+    existing_folder,
+    natural_key,
+    split_counts,
+    to_source,
+)
 from longmm.data.sources.images import class_files, decoded_samples
-from longmm.data.sources.tables import PathLike, existing_folder, split_counts, to_source
 from longmm.errors import DataError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")

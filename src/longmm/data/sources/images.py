@@ -13,8 +13,15 @@ import numpy as np
 from PIL import Image
 
 from longmm.data.schema import IMAGE, SPLITS, Sample, SourceData
-from longmm.data.sources.base import Problems, natural_key, sorted_classes
-from longmm.data.sources.tables import PathLike, existing_folder, split_counts, to_source
+from longmm.data.sources.base import (
+    PathLike,
+    Problems,
+    existing_folder,
+    natural_key,
+    sorted_classes,
+    split_counts,
+    to_source,
+)
 from longmm.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")

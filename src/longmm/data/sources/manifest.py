@@ -8,16 +8,16 @@ from typing import Any
 
 from longmm.data.schema import AUDIO, IMAGE, SPLITS, TEXT, Sample, SourceData
 from longmm.data.sources.audio import decode_audio
-from longmm.data.sources.base import Problems
-from longmm.data.sources.images import decode_image
-from longmm.data.sources.tables import (
+from longmm.data.sources.base import (
     PathLike,
+    Problems,
     at,
     jsonl_objects,
     label_text,
     split_counts,
     to_source,
 )
+from longmm.data.sources.images import decode_image
 from longmm.errors import DataError
 
 DECODERS: dict[str, Callable[[Path], Any]] = {IMAGE: decode_image, AUDIO: decode_audio}

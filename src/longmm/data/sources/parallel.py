@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from longmm.data.schema import TEXT, Sample, SourceData
-from longmm.data.sources.base import Problems
-from longmm.data.sources.tables import (
+from longmm.data.sources.base import (
     PathLike,
+    Problems,
     at,
     existing_folder,
     split_counts,
