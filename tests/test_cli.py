@@ -14,6 +14,7 @@ import torch
 
 from longmm.cli import main
 from longmm.runs import load_weights
+from longmm.tasks import Classify
 
 KILLER = """\
 import os, signal
@@ -77,6 +78,10 @@ def test_fit_writes_the_run_folder(tiny_recipe: Path, tmp_path: Path) -> None:
     assert metrics["test"]["accuracy"] > 0.5  # 3 epochs of a small CNN: far above chance
     weights = load_weights(out / "checkpoints" / "best.safetensors")
     assert any(k.startswith("head.") for k in weights)
+    # The checkpoint alone rebuilds the model from the recipe saved inside it.
+    model = Classify.load_from_checkpoint(out / "checkpoints" / "best.ckpt")
+    assert model.num_classes == 10 and type(model.encoders["image"]).__name__ == "ArticleCNN"
+    assert torch.equal(model.state_dict()["head.1.weight"], weights["head.1.weight"])
     report = (out / "report.md").read_text()
     assert "| accuracy |" in report and "plots/confusion_matrix.png" in report
     # No temporary files are left behind by the atomic writes.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
 from longmm.training.optim import (
     OptimizerName,
@@ -44,6 +45,16 @@ class Task(L.LightningModule):
         self.warmup_epochs = warmup_epochs
         self.step_epochs = step_epochs
         self.gamma = gamma
+
+    def save_recipe_hyperparameters(self, *modules: str) -> None:
+        """Save hyperparameters so that ``load_from_checkpoint`` rebuilds the model.
+
+        Built by the CLI, the recipe's own config (class paths of nested modules included) is
+        saved. Built in Python, nested modules cannot be saved as config and are left out, so
+        such a checkpoint loads into a model built by the caller.
+        """
+        from_recipe = _given_hyperparameters.get() is not None
+        self.save_hyperparameters(ignore=[] if from_recipe else list(modules), logger=False)
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(

@@ -56,7 +56,7 @@ class Classify(Task):
             raise ValueError("Classify needs at least one encoder")
         if fusion is None and len(encoders) > 1:
             raise ValueError("several encoders need a fusion module")
-        self.save_hyperparameters(ignore=["encoders", "fusion"])
+        self.save_recipe_hyperparameters("encoders", "fusion")
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
         dim = getattr(fusion, "out_dim", None) if fusion is not None else None
