@@ -11,6 +11,7 @@ import shlex
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -204,9 +205,22 @@ def _relative(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
+def _quiet_known_warnings() -> None:
+    """Silence warnings that say nothing to a longmm user."""
+    for message in (
+        "LightningCLI's args parameter",  # main() always passes argv explicitly
+        ".*does not have many workers",  # in-memory tensors need no loader workers
+        ".*isinstance.treespec, LeafSpec.",  # a Lightning internal deprecation
+        ".*The number of training batches .* is smaller than the logging interval",
+    ):
+        warnings.filterwarnings("ignore", message=message)
+
+
 def run_lightning(args: list[str]) -> LongmmCLI:
     from longmm.data import SourceDataModule
     from longmm.tasks import Task
+
+    _quiet_known_warnings()
 
     return LongmmCLI(
         Task,

@@ -81,4 +81,15 @@ class ClassificationMetrics(nn.Module):
             for i, name in enumerate(names)
         }
         out["confusion_matrix"] = confusion.tolist()
-        return out
+        return _tidy(out)
+
+
+def _tidy(value: Any) -> Any:
+    """Round floats to 6 places (float32 sums can land a hair above 1.0)."""
+    if isinstance(value, float):
+        return (
+            round(min(max(value, 0.0), 1.0), 6) if 0.0 <= value <= 1.0 + 1e-5 else round(value, 6)
+        )
+    if isinstance(value, dict):
+        return {k: _tidy(v) for k, v in value.items()}
+    return value
