@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from longmm.errors import LongmmError
 from longmm.evaluation.plots import plot_confusion_matrix, plot_curves
-from longmm.evaluation.report import classification_report
+from longmm.evaluation.report import run_report
 from longmm.io import atomic_write_json, atomic_write_text
 from longmm.runs import AtomicCheckpointIO, export_best_weights, read_checkpoint
 from longmm.training.callbacks import EpochReseed
@@ -155,7 +155,7 @@ class LongmmCLI(LightningCLI):
         command = "longmm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         title = f"Run {run.name}: {type(model).__name__}"
         atomic_write_text(
-            run / "report.md", classification_report(title, metrics, data_summary, command, plots)
+            run / "report.md", run_report(title, metrics, data_summary, command, plots)
         )
         summary = {k: metrics["test"].get(k) for k in ("accuracy", "f1_macro", "balanced_accuracy")}
         print(f"\nrun folder: {run}\ntest: {json.dumps(summary)}\ntrained in {seconds:.1f} s")

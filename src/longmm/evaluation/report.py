@@ -9,7 +9,25 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def classification_report(
+PREFERRED = (
+    "accuracy",
+    "balanced_accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "f1_micro",
+)
+
+
+def _scalar_keys(results: list[dict[str, Any]]) -> list[str]:
+    """Classification metrics first, then any other scalar a task reports (BLEU, FID...)."""
+    found = [k for r in results for k, v in r.items() if isinstance(v, int | float)]
+    first = [k for k in PREFERRED if k in found]
+    rest = sorted({k for k in found if k not in PREFERRED and k != "count"})
+    return first + rest
+
+
+def run_report(
     title: str,
     metrics: dict[str, Any],
     data: dict[str, Any] | None,
