@@ -70,7 +70,12 @@ class Classify(Task):
 
     # -- model -------------------------------------------------------------------------------
     def encode(self, batch: dict[str, Tensor]) -> dict[str, EncoderOutput]:
-        present = {m: enc(batch[m]) for m, enc in self.encoders.items() if m in batch}
+        # Sequence modalities come with a mask (`text_mask`, `audio_mask`); images do not.
+        present = {
+            m: enc(batch[m], batch[f"{m}_mask"]) if f"{m}_mask" in batch else enc(batch[m])
+            for m, enc in self.encoders.items()
+            if m in batch
+        }
         if not present:
             raise DataError(
                 "batch", f"none of the modalities {list(self.encoders)} is in the batch"

@@ -1,0 +1,1 @@
+"""Commands of the `longmm` CLI beyond LightningCLI's fit/validate/test/predict."""
