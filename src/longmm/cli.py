@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shlex
 import shutil
@@ -274,6 +275,14 @@ def quickstart(args: list[str]) -> None:
         print(f"  {title:<50} test accuracy {accuracy:.4f}  ({seconds:.0f} s)  {folder}")
 
 
+# Commands outside LightningCLI, imported only when used (a fast start for the others).
+COMMANDS = {
+    "data": "longmm.data.inspect:data_command",
+    "generate": "longmm.commands.generate:main",
+    "translate": "longmm.commands.translate:main",
+    "bench": "longmm.bench:main",
+}
+
 USAGE = """usage: longmm COMMAND [options]
 
 commands:
@@ -282,6 +291,9 @@ commands:
   test       evaluate a checkpoint on the test split
   predict    predict with a checkpoint
   data       list embedded sets and formats, or inspect a dataset: longmm data list | inspect PATH
+  generate   sample images from a trained GAN run: longmm generate --run DIR --n 64 --out grid.png
+  translate  translate sentences with a trained translator run: longmm translate --run DIR "text"
+  bench      benchmarks: longmm bench recipes [--quick]
   quickstart the main job on embedded data (a few minutes on 2 CPU cores)
 
 Run 'longmm COMMAND --help' for a command's options.
@@ -298,10 +310,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if command in LIGHTNING_COMMANDS:
             run_lightning(argv)
-        elif command == "data":
-            from longmm.data.inspect import data_command
-
-            data_command(rest)
+        elif command in COMMANDS:
+            module, _, function = COMMANDS[command].partition(":")
+            getattr(importlib.import_module(module), function)(rest)
         elif command == "quickstart":
             quickstart(rest)
         else:

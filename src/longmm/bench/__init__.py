@@ -1,0 +1,24 @@
+"""``longmm bench ...``: benchmark runners that write JSON, plots and docs tables."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(args: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="longmm bench", description="Run a benchmark.")
+    sub = parser.add_subparsers(dest="bench", required=True)
+    recipes = sub.add_parser("recipes", help="the article's four programs side by side")
+    recipes.add_argument("--quick", action="store_true", help="embedded data, few epochs")
+    recipes.add_argument(
+        "--json", default=None, help="output JSON (default under benchmarks/results)"
+    )
+    recipes.add_argument("--runs", default="benchmarks/runs", help="parent folder of the runs")
+    recipes.add_argument("--shared", default="../shared/data", help="folder of the real data sets")
+    recipes.add_argument("--only", default=None, help="comma-separated run names to run")
+    recipes.add_argument("--docs", default="docs/results.md", help="results page to update")
+    opts = parser.parse_args(args)
+    if opts.bench == "recipes":
+        from longmm.bench.recipes import run_recipes_bench
+
+        run_recipes_bench(opts)
