@@ -241,6 +241,46 @@ def test_text_refuses_audio_sets(tmp_path: Path) -> None:
         _ = TextData(root=str(tmp_path / "nope")).samples
 
 
+def test_missing_text_column_or_text_names_file_and_line(tmp_path: Path) -> None:
+    root = tmp_path / "sst"
+    root.mkdir()
+    for name in ("train", "dev", "test"):
+        write_tsv(root / f"{name}.tsv", text_rows(9))
+    options = {"root": str(root), "format": "table-splits"}
+    with pytest.raises(DataError, match=r"train\.tsv:1: no column 'review' in the header"):
+        _ = TextData(**options, text_column="review").samples
+    with (root / "test.tsv").open("a", encoding="utf-8") as fh:
+        fh.write("pos\n")  # line 11: one field, the label column is missing
+    with pytest.raises(DataError, match=r"test\.tsv:11: field 'label': missing"):
+        _ = TextData(**options, text_column="sentence").samples
+
+
+def test_length_buckets_pad_less_and_depend_on_seed_and_epoch(tmp_path: Path) -> None:
+    from longmm.data.modules import LengthBucketSampler
+
+    lengths = torch.randint(1, 60, (1000,))
+    sampler = LengthBucketSampler(lengths, batch_size=32, seed=1, pool=10)
+    first = list(sampler)
+    assert len(first) == len(sampler) == 32
+    assert sorted(i for b in first for i in b) == list(range(1000))
+    assert list(sampler) == first
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    padded = sum(len(b) * int(lengths[b].max()) for b in first)
+    shuffled = torch.randperm(1000).split(32)
+    assert padded < 0.6 * sum(len(b) * int(lengths[b].max()) for b in shuffled)
+    ordered = [i for b in LengthBucketSampler(lengths, 32, shuffle=False) for i in b]
+    assert lengths[ordered].tolist() == sorted(lengths.tolist())
+
+    path = write_tsv(tmp_path / "reviews.tsv", text_rows(60))
+    dm = TextData(root=str(path), text_column="sentence", batch_size=8, bucket_by_length=True)
+    dm.setup("fit")
+    seen = [int(i) for b in dm.train_dataloader() for i in b["index"]]
+    assert sorted(seen) == list(range(48))
+    widths = [b["text"].shape[1] for b in dm.test_dataloader()]
+    assert widths == sorted(widths)
+
+
 # ---- AudioData --------------------------------------------------------------------------------
 
 TONES = {"0": 300.0, "1": 700.0, "2": 1500.0}

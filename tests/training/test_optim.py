@@ -56,3 +56,30 @@ def test_optimizers_and_decay_groups() -> None:
     assert sgd.param_groups[0]["momentum"] == 0.9
     with pytest.raises(ValueError, match="unknown name"):
         build_optimizer(groups, "lion", 1e-3)  # type: ignore[arg-type]
+
+
+def test_lr_mult_groups_include_frozen_parameters() -> None:
+    inner = nn.Linear(2, 2)
+    inner.lr_mult = 0.5  # type: ignore[assignment]
+    body = nn.Sequential(nn.Linear(2, 2), inner)
+    body.lr_mult = 0.1  # type: ignore[assignment]
+    model = nn.Sequential(body, nn.Linear(2, 3))
+    body[0].weight.requires_grad_(False)  # frozen: still in a group, gets no update
+    groups = param_groups(model, 0.01)
+    assert [(g.get("lr_mult", 1.0), g["weight_decay"]) for g in groups] == [
+        (1.0, 0.01), (1.0, 0.0), (0.1, 0.01), (0.1, 0.0), (0.5, 0.01), (0.5, 0.0),
+    ]  # fmt: skip
+    assert groups[2]["params"][0] is body[0].weight and groups[4]["params"][0] is inner.weight
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    opt = build_optimizer(groups, "adamw", lr=1e-2)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx(
+        [1e-2, 1e-2, 1e-3, 1e-3, 5e-3, 5e-3]
+    )
+    assert param_groups(model, 0.01, lr=2.0)[4]["lr"] == 1.0
+    frozen = body[0].weight.detach().clone()
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    assert torch.equal(body[0].weight, frozen)
+    body.lr_mult = -1  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="0.lr_mult must be a number >= 0"):
+        param_groups(model, 0.01)

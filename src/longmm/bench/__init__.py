@@ -17,7 +17,29 @@ def main(args: list[str]) -> None:
     recipes.add_argument("--shared", default="../shared/data", help="folder of the real data sets")
     recipes.add_argument("--only", default=None, help="comma-separated run names to run")
     recipes.add_argument("--docs", default="docs/results.md", help="results page to update")
+    fusion = sub.add_parser(
+        "fusion", help="every fusion strategy and single-modality baseline on audio-visual digits"
+    )
+    fusion.add_argument("--quick", action="store_true", help="embedded data, 1 seed, 2 epochs")
+    fusion.add_argument(
+        "--seeds", type=int, default=None, help="seeds per row (default 3; quick 1)"
+    )
+    fusion.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    fusion.add_argument(
+        "--json", default=None, help="output JSON (default benchmarks/results/fusion.json)"
+    )
+    fusion.add_argument("--plot", default=None, help="bar plot PNG (default: beside the JSON)")
+    fusion.add_argument("--recipe", default=None, help="base recipe (default by --quick)")
+    fusion.add_argument("--runs", default="benchmarks/runs", help="parent folder of the runs")
+    fusion.add_argument("--shared", default="../shared/data", help="folder of the real data sets")
+    fusion.add_argument("--only", default=None, help="comma-separated strategies to run")
+    fusion.add_argument("--docs", default="docs/results.md", help="results page to update")
     opts = parser.parse_args(args)
+    opts.argv = list(args[1:])
+    if opts.bench == "fusion":
+        from longmm.bench.fusion import run_fusion_bench
+
+        run_fusion_bench(opts)
     if opts.bench == "recipes":
         from longmm.bench.recipes import run_recipes_bench
 

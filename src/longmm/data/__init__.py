@@ -1,5 +1,6 @@
 """Data: sources of standard formats, embedded sets, preprocessing, data modules."""
 
+from longmm.data.avdigits import AVDigits
 from longmm.data.datamodule import ImageData, SourceDataModule
 from longmm.data.modules import AudioData, TextData
 from longmm.data.schema import AUDIO, IMAGE, MODALITIES, TEXT, Sample, SourceData, Waveform
@@ -9,6 +10,7 @@ __all__ = [
     "IMAGE",
     "MODALITIES",
     "TEXT",
+    "AVDigits",
     "AudioData",
     "ImageData",
     "Sample",

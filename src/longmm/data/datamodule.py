@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from longmm.data.builtin import BUILTINS
-from longmm.data.image import ImageAugment, ImageNormalizer, to_chw_uint8
+from longmm.data.image import ImageAugment, ImageNormalizer, NormalizeMode, to_chw_uint8
 from longmm.data.schema import SPLITS, BadItem, Sample, SourceData
 from longmm.data.sources.base import Problems
 from longmm.data.splits import seeded_split
@@ -246,7 +246,9 @@ class ImageData(SourceDataModule):
     or a multimodal manifest's image column.
 
     Images are resized to ``image_size`` (when set) and converted to ``channels``; the mean
-    and std come from the training split; ``augment`` runs on training batches only.
+    and std come from the training split (``normalize="standard"``), or are 0.5 so that
+    pixels land in [-1, 1] (``"symmetric"``, for generators); ``augment`` runs on training
+    batches only.
     """
 
     def __init__(
@@ -256,6 +258,7 @@ class ImageData(SourceDataModule):
         image_size: int | None = None,
         channels: int | None = None,
         augment: ImageAugment | None = None,
+        normalize: NormalizeMode = "standard",
         split: tuple[float, float, float] = (0.8, 0.1, 0.1),
         seed: int = 0,
         batch_size: int = 64,
@@ -278,6 +281,11 @@ class ImageData(SourceDataModule):
         self.image_size = image_size
         self.channels = channels
         self.augment = augment
+        if normalize not in ("standard", "symmetric"):
+            raise DataError(
+                "data.normalize", f"must be 'standard' or 'symmetric', got {normalize!r}"
+            )
+        self.normalize = normalize
         self.normalizer: ImageNormalizer | None = None
 
     def read_source(self) -> SourceData:
@@ -317,7 +325,7 @@ class ImageData(SourceDataModule):
             labels = torch.tensor([self.label_index(s) for s in items], dtype=torch.long)
             out[name] = ImageTensorDataset(images, labels)
         if self.normalizer is None:  # a restored checkpoint brings its own statistics
-            self.normalizer = ImageNormalizer(channels).fit(out["train"].images)
+            self.normalizer = ImageNormalizer(channels, self.normalize).fit(out["train"].images)
         return out
 
     @staticmethod
@@ -358,6 +366,7 @@ class ImageData(SourceDataModule):
             "classes": self.classes,
             "image_size": self.image_size,
             "channels": self.channels,
+            "normalize": self.normalize,
         }
         if self.normalizer is not None:
             state["mean"] = self.normalizer.mean.tolist()
@@ -367,7 +376,7 @@ class ImageData(SourceDataModule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         prep = json.loads(state.get("preprocessing", "{}"))
         if "mean" in prep:
-            self.normalizer = ImageNormalizer(len(prep["mean"]))
+            self.normalizer = ImageNormalizer(len(prep["mean"]), prep.get("normalize", "standard"))
             self.normalizer.mean.copy_(torch.tensor(prep["mean"]))
             self.normalizer.std.copy_(torch.tensor(prep["std"]))
 

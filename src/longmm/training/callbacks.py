@@ -24,3 +24,33 @@ class EpochReseed(L.Callback):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+
+
+class GradualUnfreeze(L.Callback):
+    """Tell every submodule with ``apply_unfreeze_schedule(epoch)`` which epoch starts.
+
+    Such a module (``PretrainedTextEncoder`` with ``unfreeze_at_epoch``) decides from the
+    epoch alone which of its parameters train, so a run resumed from ``last.ckpt`` after the
+    unfreeze epoch has the same parameters trainable as the run it continues. The frozen
+    parameters are in the optimizer from the start (see ``param_groups``): unfreezing needs
+    no new optimizer, and the learning-rate schedule carries on.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning skips on_train_epoch_start when it resumes inside an epoch; this hook runs
+        # on every fit, after a checkpoint is restored.
+        apply_unfreeze_schedule(pl_module, trainer.current_epoch)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        apply_unfreeze_schedule(pl_module, trainer.current_epoch)
+
+
+def apply_unfreeze_schedule(model: torch.nn.Module, epoch: int) -> list[str]:
+    """Call ``apply_unfreeze_schedule(epoch)`` on every submodule that has it; their names."""
+    names = []
+    for name, module in model.named_modules():
+        hook = getattr(module, "apply_unfreeze_schedule", None)
+        if callable(hook) and module is not model:
+            hook(epoch)
+            names.append(name)
+    return names

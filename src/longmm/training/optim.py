@@ -15,16 +15,47 @@ OptimizerName = Literal["sgd", "adam", "adamw"]
 SchedulerName = Literal["constant", "step", "cosine", "onecycle"]
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and normalization parameters (1-D tensors)."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None) -> list[dict]:
+    """Parameter groups: no weight decay on biases and normalization parameters (1-D
+    tensors), and a learning-rate multiplier per submodule.
+
+    A submodule with a float attribute ``lr_mult`` puts its parameters (and its submodules',
+    unless one sets its own) into groups of their own, marked ``lr_mult``; their rate is the
+    base rate times ``lr_mult`` (set here when ``lr`` is given, else by ``build_optimizer``).
+    The first two groups are always the base-rate decay and no-decay groups.
+
+    Frozen parameters (``requires_grad=False``) are included: they get no gradient, so no
+    update and no decay, and a module that unfreezes later trains on without a new optimizer
+    (its Adam state and schedule carry on, and a resumed checkpoint's groups still match).
+    """
+    mults = _lr_mults(model)
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {(1.0, True): [], (1.0, False): []}
     for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        groups.setdefault((mults.get(id(p), 1.0), p.ndim > 1), []).append(p)
+    out = []
+    for (mult, decay), params in groups.items():
+        group: dict = {"params": params, "weight_decay": weight_decay if decay else 0.0}
+        if mult != 1.0:
+            group["lr_mult"] = mult
+            if lr is not None:
+                group["lr"] = lr * mult
+        out.append(group)
+    return out
+
+
+def _lr_mults(model: nn.Module) -> dict[int, float]:
+    """``id(parameter) -> lr_mult`` of the innermost module that sets one."""
+    mults: dict[int, float] = {}
+    # named_modules() lists a module before its submodules, so inner settings win.
+    for name, module in model.named_modules():
+        mult = getattr(module, "lr_mult", None)
+        if mult is None:
+            continue
+        if isinstance(mult, bool) or not isinstance(mult, int | float) or mult < 0:
+            raise ValueError(f"{name or 'model'}.lr_mult must be a number >= 0, got {mult!r}")
+        for p in module.parameters():
+            mults[id(p)] = float(mult)
+    return mults
 
 
 def build_optimizer(
@@ -34,6 +65,7 @@ def build_optimizer(
     momentum: float = 0.9,
     betas: tuple[float, float] = (0.9, 0.999),
 ) -> Optimizer:
+    params = [_with_rate(g, lr) if isinstance(g, dict) else g for g in params]
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0)
     if name == "adam":
@@ -41,6 +73,13 @@ def build_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=betas)
     raise ValueError(f"optimizer: unknown name {name!r} (choose sgd, adam, adamw)")
+
+
+def _with_rate(group: dict, lr: float) -> dict:
+    """A group marked ``lr_mult`` by ``param_groups`` gets ``lr * lr_mult`` unless set."""
+    if "lr_mult" in group and "lr" not in group:
+        return {**group, "lr": lr * group["lr_mult"]}
+    return group
 
 
 def build_scheduler(

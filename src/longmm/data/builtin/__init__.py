@@ -32,6 +32,18 @@ def _spoken_digits() -> SourceData:
     )
 
 
+def _sentiment() -> SourceData:
+    from longmm.data.builtin.sentiment import read_sentiment
+
+    return read_sentiment()
+
+
+def _numbers() -> SourceData:
+    from longmm.data.builtin.numbers import read_numbers
+
+    return read_numbers()
+
+
 BUILTINS: dict[str, Builtin] = {
     b.name: b
     for b in (
@@ -43,6 +55,20 @@ BUILTINS: dict[str, Builtin] = {
             "audio",
             "2,000 synthetic spoken digits 0-9, varied pitch, rate, timbre and noise (own code)",
             _spoken_digits,
+        ),
+        Builtin(
+            "sentiment",
+            "text",
+            "4,000 synthetic review sentences, negative/positive, built from templates with "
+            "negation, intensifiers and contrast clauses (own code)",
+            _sentiment,
+        ),
+        Builtin(
+            "numbers",
+            "parallel",
+            "6,000 synthetic English -> German number, date, time, price and quantity phrases "
+            "rendered with num2words (own templates)",
+            _numbers,
         ),
     )
 }

@@ -1,0 +1,605 @@
+"""Image generation: a DCGAN (optionally class-conditional) trained adversarially and
+measured by an independent judge, a digit classifier trained on real images.
+
+Quality is measured, not eyeballed. With ``judge`` set to a classifier's run folder, every
+validation and test epoch generates samples and reports
+
+- ``confident_share``: the share the judge classifies with probability >= ``confidence``;
+- ``coverage``: entropy of the judge's predicted-class histogram / log(classes) (1 = uniform);
+- ``fid``: Fréchet distance between generated and real images of the split in the judge's
+  penultimate feature space (torchmetrics' FID with the judge as feature extractor), and
+  ``fid_real``: the same distance between as many real *training* images and that split, the
+  floor a generator that reproduced its training data would reach;
+- ``label_agreement`` (conditional only): the share whose judged class is the requested one;
+
+and the same judge statistics on the real images of the split (``*_real``) for reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from PIL import Image
+from torch import Tensor, nn
+from torchmetrics import Metric
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from longmm.errors import LongmmError
+from longmm.io import atomic_path
+from longmm.models.gan import DCGANDiscriminator, DCGANGenerator, DiscriminatorNorm
+from longmm.tasks.base import Task
+
+GanLoss = Literal["nonsaturating", "hinge"]
+
+
+# -- the judge -------------------------------------------------------------------------------
+class JudgeFeatures(nn.Module):
+    """A trained classifier seen as a feature extractor for images in [-1, 1].
+
+    ``forward`` returns the judge's penultimate features ``(B, D)`` (the input of its linear
+    head), which is what torchmetrics' FID takes from a custom ``feature`` module; it reads
+    ``num_features`` instead of probing the module with a dummy image. ``probabilities``
+    returns the judge's class probabilities ``(B, classes)``. The module never leaves eval mode.
+    """
+
+    def __init__(self, judge: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        linear = judge.head[-1]
+        if not isinstance(linear, nn.Linear):
+            raise LongmmError("judge: expected a classifier whose head ends in nn.Linear")
+        self.judge = judge
+        self.num_features = linear.in_features
+        self.num_classes = linear.out_features
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32)[None, :, None, None])
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32)[None, :, None, None])
+        self._captured: Tensor | None = None
+        judge.head.register_forward_hook(self._capture)
+        self.eval()
+        self.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> JudgeFeatures:
+        return super().train(False)
+
+    def _capture(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        self._captured = inputs[0]
+
+    def _run(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        # Generator space [-1, 1] -> [0, 1] -> the judge's own normalization.
+        x = ((images.float() + 1.0) / 2.0 - self.mean) / self.std
+        logits = self.judge({"image": x})
+        features, self._captured = self._captured, None
+        return features, logits
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self._run(images)[0]  # (B, num_features)
+
+    def probabilities(self, images: Tensor) -> Tensor:
+        return torch.softmax(self._run(images)[1].float(), dim=-1)  # (B, num_classes)
+
+
+def load_judge(run_dir: str | Path) -> tuple[JudgeFeatures, dict[str, Any]]:
+    """The classifier of a ``longmm fit`` run folder, with that run's image normalization.
+
+    Returns the judge and the run's ``data.json`` preprocessing (classes, image size, ...).
+    """
+    from longmm.tasks.classify import Classify
+
+    run = Path(run_dir)
+    ckpt = run / "checkpoints" / "best.ckpt"
+    data_json = run / "data.json"
+    for path in (run, ckpt, data_json):
+        if not path.exists():
+            raise LongmmError(
+                f"judge {run}: {path} not found; train the judge classifier first, e.g. "
+                f"longmm fit --config recipes/cnn_mnist.yaml --data.root ../shared/data/mnist "
+                f"--out {run}"
+            )
+    try:
+        prep = json.loads(data_json.read_text())["preprocessing"]
+        mean, std = prep["mean"], prep["std"]
+    except (ValueError, KeyError) as err:
+        raise LongmmError(f"{data_json}: no preprocessing mean/std ({err})") from err
+    from longmm.runs import read_checkpoint
+
+    read_checkpoint(ckpt)  # a clear error for a truncated or corrupt file
+    classifier = Classify.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    return JudgeFeatures(classifier, mean, std), prep
+
+
+class JudgedSamples(Metric):
+    """What the judge says about a set of images: predicted-class counts, confident share,
+    agreement with requested labels. Sums, so it adds up over batches and devices."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, confidence: float = 0.9) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.confidence = confidence
+        self.add_state("counts", torch.zeros(num_classes, dtype=torch.float64), "sum")
+        self.add_state("confident", torch.zeros((), dtype=torch.float64), "sum")
+        self.add_state("agree", torch.zeros((), dtype=torch.float64), "sum")
+        self.add_state("labelled", torch.zeros((), dtype=torch.float64), "sum")
+        self.add_state("total", torch.zeros((), dtype=torch.float64), "sum")
+
+    def update(self, probs: Tensor, labels: Tensor | None = None) -> None:
+        conf, pred = probs.max(dim=-1)
+        self.counts += torch.bincount(pred, minlength=self.num_classes).to(self.counts)
+        self.confident += (conf >= self.confidence).sum()
+        self.total += len(pred)
+        if labels is not None:
+            self.agree += (pred == labels).sum()
+            self.labelled += len(labels)
+
+    def compute(self) -> dict[str, Any]:
+        total = self.total.clamp_min(1)
+        share = self.counts / total
+        entropy = -(share * share.clamp_min(1e-12).log()).sum()
+        out: dict[str, Any] = {
+            "confident_share": float(self.confident / total),
+            "coverage": float(entropy / math.log(self.num_classes)),
+            "class_share": [round(float(s), 4) for s in share],
+        }
+        if self.labelled > 0:
+            out["label_agreement"] = float(self.agree / self.labelled)
+        return out
+
+
+# -- image grids -----------------------------------------------------------------------------
+def image_grid(images: Tensor, nrow: int = 8, padding: int = 2, scale: int = 1) -> Image.Image:
+    """Images ``(N, C, H, W)`` in [-1, 1] as one PIL image, ``nrow`` images per row."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    n, c, h, w = x.shape
+    cols = max(1, min(nrow, n))
+    rows = math.ceil(n / cols)
+    grid = torch.full((c, rows * (h + padding) + padding, cols * (w + padding) + padding), 96)
+    grid = grid.to(torch.uint8)
+    for i in range(n):
+        top = padding + (i // cols) * (h + padding)
+        left = padding + (i % cols) * (w + padding)
+        grid[:, top : top + h, left : left + w] = x[i]
+    array = grid.permute(1, 2, 0).numpy()
+    image = Image.fromarray(array[:, :, 0] if c == 1 else array, mode="L" if c == 1 else "RGB")
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    return image
+
+
+def save_image_grid(images: Tensor, path: str | Path, nrow: int = 8, scale: int = 1) -> Path:
+    """Write a grid PNG atomically (temporary name, then rename)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        image_grid(images, nrow=nrow, scale=scale).save(tmp, format="PNG")
+    return path
+
+
+def grid_scale(image_size: int) -> int:
+    """Upscaling that makes small images visible: 8x8 digits x8, 28x28 MNIST x2."""
+    return max(1, 64 // image_size)
+
+
+# -- the task --------------------------------------------------------------------------------
+class GAN(Task):
+    """A DCGAN, or with ``conditional`` a class-conditional one, trained with manual
+    optimization: one discriminator step, then one generator step per batch, each with its
+    own Adam (``lr``, ``betas``; ``lr_d`` for the discriminator, default ``lr``).
+
+    ``loss``: ``nonsaturating`` (BCE on logits; the generator maximizes log D(G(z))) or
+    ``hinge``. ``ema_decay`` > 0 keeps an exponential moving average of the generator's
+    weights, which is what samples, evaluation and ``longmm generate`` use. Images must come
+    in [-1, 1]: ``ImageData(normalize="symmetric")``. ``num_classes`` is linked from the data by
+    the CLI; only the conditional model uses it.
+
+    ``judge``: a classifier run folder (``longmm fit`` of a CNN recipe on real images). With
+    it, validation reports judge metrics on ``val_samples`` generated images and the best
+    checkpoint is the one with the lowest ``val/fid``; test reports them on ``test_samples``.
+    Without it, the judge metrics are skipped (with a warning) and the last epoch is kept.
+    Sample grids from fixed noise go to ``<run>/plots/samples_epoch{N}.png`` every
+    ``sample_every_n_epochs`` epochs (0: never) and ``plots/samples.png`` at the end.
+    """
+
+    monitor: str | None = "val/fid"
+    monitor_mode = "min"
+
+    def __init__(
+        self,
+        image_size: int = 28,
+        channels: int = 1,
+        latent_dim: int = 100,
+        width: int = 64,
+        conditional: bool = False,
+        num_classes: int = 10,
+        embed_dim: int = 50,
+        loss: GanLoss = "nonsaturating",
+        d_norm: DiscriminatorNorm = "spectral",
+        minibatch_std: bool = True,
+        d_dropout: float = 0.0,
+        lr: float = 2e-4,
+        lr_d: float | None = None,
+        betas: tuple[float, float] = (0.5, 0.999),
+        ema_decay: float = 0.999,
+        judge: str | None = None,
+        confidence: float = 0.9,
+        val_samples: int = 1000,
+        test_samples: int = 2000,
+        sample_every_n_epochs: int = 5,
+        sample_seed: int = 0,
+    ) -> None:
+        super().__init__(optimizer="adam", lr=lr, weight_decay=0.0, scheduler="constant")
+        if loss not in ("nonsaturating", "hinge"):
+            raise ValueError(f"loss must be 'nonsaturating' or 'hinge', got {loss!r}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        if min(val_samples, test_samples) < 2:
+            raise ValueError("val_samples and test_samples must be at least 2 (FID needs two)")
+        if conditional and num_classes < 2:
+            raise ValueError(f"a conditional GAN needs num_classes >= 2, got {num_classes}")
+        self.save_recipe_hyperparameters()
+        self.automatic_optimization = False
+        self.image_size = image_size
+        self.channels = channels
+        self.latent_dim = latent_dim
+        self.conditional = conditional
+        self.num_classes = num_classes
+        self.loss = loss
+        self.lr_d = lr_d or lr
+        self.betas = tuple(betas)
+        self.ema_decay = ema_decay
+        self.judge_dir = judge
+        self.confidence = confidence
+        self.val_samples = val_samples
+        self.test_samples = test_samples
+        self.sample_every_n_epochs = sample_every_n_epochs
+        self.sample_seed = sample_seed
+        self.monitor = "val/fid" if judge else None
+        labels = num_classes if conditional else 0
+        self.generator = DCGANGenerator(
+            latent_dim=latent_dim,
+            channels=channels,
+            image_size=image_size,
+            width=width,
+            num_classes=labels,
+            embed_dim=embed_dim,
+        )
+        self.discriminator = DCGANDiscriminator(
+            channels=channels,
+            image_size=image_size,
+            width=width,
+            num_classes=labels,
+            norm=d_norm,
+            dropout=d_dropout,
+            minibatch_std=minibatch_std,
+        )
+        self.generator_ema: DCGANGenerator | None = None
+        if ema_decay > 0:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        # Fixed noise (and labels: one row per class) for the sample grids; not saved, it is
+        # made again from ``sample_seed``.
+        grid_n = num_classes * 10 if conditional else 64
+        g = torch.Generator().manual_seed(sample_seed)
+        self.register_buffer(
+            "fixed_noise", torch.randn(grid_n, latent_dim, generator=g), persistent=False
+        )
+        self.register_buffer(
+            "fixed_labels",
+            torch.arange(num_classes).repeat_interleave(10) if conditional else torch.zeros(0),
+            persistent=False,
+        )
+        # Judge-based evaluation; the judge and the FID metrics (which hold it) stay outside
+        # the module tree so that they are never saved into this model's checkpoints.
+        self.fake_judged = JudgedSamples(10, confidence)
+        self.real_judged = JudgedSamples(10, confidence)
+        self._judging: dict[str, Any] = {}
+        self.eval_results: dict[str, dict[str, Any]] = {}
+
+    # -- sampling -----------------------------------------------------------------------------
+    @property
+    def sampler(self) -> DCGANGenerator:
+        """The generator that makes samples: the moving average when there is one."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    def balanced_labels(self, n: int) -> Tensor | None:
+        """``n`` labels cycling through the classes (None for an unconditional model)."""
+        return torch.arange(n, device=self.device) % self.num_classes if self.conditional else None
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        labels: Tensor | int | None = None,
+        seed: int | None = None,
+        batch_size: int = 500,
+    ) -> Tensor:
+        """``n`` images ``(n, C, H, W)`` in [-1, 1] from the sampling generator in eval mode.
+
+        ``labels``: one class for all, a tensor of ``n`` classes, or None (class-balanced for a
+        conditional model). ``seed`` makes the noise reproducible without touching the global
+        random state.
+        """
+        if not self.conditional and labels is not None:
+            raise LongmmError("this GAN is unconditional: it takes no labels")
+        if isinstance(labels, int):
+            self._check_label(labels)
+            labels = torch.full((n,), labels, dtype=torch.long, device=self.device)
+        elif labels is None:
+            labels = self.balanced_labels(n)
+        else:
+            labels = labels.to(self.device)
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        z = torch.randn(n, self.latent_dim, generator=g).to(self.device)
+        return self._generate(z, labels, batch_size)
+
+    def _generate(self, z: Tensor, labels: Tensor | None, batch_size: int = 500) -> Tensor:
+        net = self.sampler
+        was_training = net.training
+        net.eval()
+        out = []
+        for start in range(0, len(z), batch_size):
+            part = labels[start : start + batch_size] if labels is not None else None
+            out.append(net(z[start : start + batch_size], part))
+        net.train(was_training)
+        return torch.cat(out) if out else z.new_zeros(0, self.channels, *[self.image_size] * 2)
+
+    def _check_label(self, label: int) -> None:
+        if not 0 <= label < self.num_classes:
+            raise LongmmError(
+                f"label {label} is out of range: this GAN knows classes 0..{self.num_classes - 1}"
+            )
+
+    # -- training ----------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=self.betas)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d, betas=self.betas)
+        return [opt_g, opt_d]
+
+    def _d_loss(self, real: Tensor, fake: Tensor) -> Tensor:
+        if self.loss == "hinge":
+            return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+        return F.softplus(-real).mean() + F.softplus(fake).mean()  # BCE on logits
+
+    def _g_loss(self, fake: Tensor) -> Tensor:
+        return -fake.mean() if self.loss == "hinge" else F.softplus(-fake).mean()
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        real = batch["image"]
+        labels = batch["label"] if self.conditional else None
+        b = len(real)
+
+        # Discriminator: real against detached fakes.
+        with torch.no_grad():
+            fake = self.generator(torch.randn(b, self.latent_dim, device=self.device), labels)
+        d_real = self.discriminator(real, labels)
+        d_fake = self.discriminator(fake, labels)
+        loss_d = self._d_loss(d_real, d_fake)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d)
+        opt_d.step()
+
+        # Generator: fresh noise, the discriminator frozen.
+        self.toggle_optimizer(opt_g)
+        fake = self.generator(torch.randn(b, self.latent_dim, device=self.device), labels)
+        loss_g = self._g_loss(self.discriminator(fake, labels))
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss_g)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        self._update_ema()
+
+        log = {"on_step": False, "on_epoch": True, "batch_size": b}
+        self.log("train/loss_d", loss_d, prog_bar=True, **log)
+        self.log("train/loss_g", loss_g, prog_bar=True, **log)
+        self.log("train/d_real", torch.sigmoid(d_real).mean(), **log)
+        self.log("train/d_fake", torch.sigmoid(d_fake).mean(), **log)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.generator_ema is None:
+            return
+        # Warm-up: early on the average follows the generator closely.
+        t = int(self.ema_updates)
+        decay = min(self.ema_decay, (1 + t) / (10 + t))
+        for avg, p in zip(
+            self.generator_ema.parameters(), self.generator.parameters(), strict=True
+        ):
+            avg.lerp_(p, 1.0 - decay)
+        for avg, b in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
+            avg.copy_(b)
+        self.ema_updates += 1
+
+    def on_train_epoch_end(self) -> None:
+        every = self.sample_every_n_epochs
+        epoch = self.current_epoch + 1
+        if every and epoch % every == 0:
+            self._write_grid(
+                Path(self.trainer.default_root_dir) / "plots" / f"samples_epoch{epoch}.png"
+            )
+
+    @rank_zero_only
+    def _write_grid(self, path: Path) -> None:
+        labels = self.fixed_labels if self.conditional else None
+        images = self._generate(self.fixed_noise, labels)
+        nrow = 10 if self.conditional else 8
+        save_image_grid(images, path, nrow=nrow, scale=grid_scale(self.image_size))
+
+    # -- setup: the data's range, the judge --------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        mode = getattr(dm, "normalize", "symmetric")
+        if mode != "symmetric":
+            raise LongmmError(
+                f"GAN: the generator makes images in [-1, 1]; set the data's "
+                f"normalize: symmetric (data.init_args.normalize), got {mode!r}"
+            )
+        for name, want in (("image_size", self.image_size), ("channels", self.channels)):
+            have = getattr(dm, name, None)
+            if have is not None and have != want:
+                raise LongmmError(f"GAN: model.{name} is {want} but the data's {name} is {have}")
+        if self.judge_dir is None:
+            if "judge" not in self._judging:
+                rank_zero_warn(
+                    "GAN without a judge: confident share, coverage, FID and label agreement "
+                    "are skipped, and the last epoch is kept (set model.init_args.judge to a "
+                    "classifier run folder to measure them)."
+                )
+                self._judging["judge"] = None
+            return
+        if self._judging.get("judge") is None:
+            judge, prep = load_judge(self.judge_dir)
+            self._check_judge(prep, dm)
+            self._judging["judge"] = judge
+            self.fake_judged = JudgedSamples(judge.num_classes, self.confidence)
+            self.real_judged = JudgedSamples(judge.num_classes, self.confidence)
+
+    def _check_judge(self, prep: dict[str, Any], dm: Any) -> None:
+        size, channels = prep.get("image_size"), prep.get("channels")
+        if (size, channels) != (self.image_size, self.channels):
+            raise LongmmError(
+                f"judge {self.judge_dir} was trained on {size}x{size}x{channels} images; "
+                f"this GAN makes {self.image_size}x{self.image_size}x{self.channels}"
+            )
+        classes = getattr(dm, "classes", None)
+        if self.conditional and classes and list(prep.get("classes", [])) != list(classes):
+            raise LongmmError(
+                f"judge {self.judge_dir} classes {prep.get('classes')} differ from the data's "
+                f"{list(classes)}: label agreement would compare different labels"
+            )
+
+    # -- evaluation ------------------------------------------------------------------------
+    @property
+    def judge(self) -> JudgeFeatures | None:
+        return self._judging.get("judge")
+
+    def _new_fid(self) -> FrechetInceptionDistance:
+        # A custom feature module: torchmetrics passes images to it unchanged (``normalize``
+        # only matters for its own Inception network) and reads ``num_features`` from it.
+        fid = FrechetInceptionDistance(feature=self.judge, normalize=True)
+        return fid.to(self.device)
+
+    def _start_eval(self, stage: str) -> None:
+        if self.judge is None:
+            return
+        self.judge.to(self.device)
+        self._judging[f"fid_{stage}"] = self._new_fid()
+        need_reference = f"fid_real_{stage}" not in self._judging
+        self._judging[f"fid_ref_{stage}"] = self._new_fid() if need_reference else None
+        self.fake_judged.reset()
+        self.real_judged.reset()
+
+    def _eval_real(self, batch: dict[str, Tensor], stage: str) -> None:
+        if self.judge is None or self.trainer.sanity_checking:
+            return
+        images = batch["image"]
+        self._judging[f"fid_{stage}"].update(images, real=True)
+        if self._judging[f"fid_ref_{stage}"] is not None:
+            self._judging[f"fid_ref_{stage}"].update(images, real=True)
+        self.real_judged.update(self.judge.probabilities(images), batch.get("label"))
+
+    def _end_eval(self, stage: str, n: int, seed: int) -> None:
+        if self.judge is None or self.trainer.sanity_checking:
+            self.eval_results[stage] = {}
+            return
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        per_rank = math.ceil(n / world)
+        labels = self.balanced_labels(n)
+        if labels is not None:
+            labels = labels[rank * per_rank : (rank + 1) * per_rank]
+        g = torch.Generator().manual_seed(seed * 1000 + rank)
+        z = torch.randn(min(per_rank, n - rank * per_rank), self.latent_dim, generator=g)
+        fid = self._judging[f"fid_{stage}"]
+        for start in range(0, len(z), 500):
+            part = labels[start : start + 500] if labels is not None else None
+            images = self._generate(z[start : start + 500].to(self.device), part)
+            fid.update(images, real=False)
+            self.fake_judged.update(self.judge.probabilities(images), part)
+        results: dict[str, Any] = {"count": n, "fid": float(fid.compute())}
+        results["fid_real"] = self._fid_real(stage, n)
+        fake = self.fake_judged.compute()
+        real = self.real_judged.compute()
+        results["confident_share"] = fake["confident_share"]
+        results["coverage"] = fake["coverage"]
+        if "label_agreement" in fake:
+            results["label_agreement"] = fake["label_agreement"]
+        results["confident_share_real"] = real["confident_share"]
+        results["coverage_real"] = real["coverage"]
+        if "label_agreement" in real:
+            results["judge_accuracy_real"] = real["label_agreement"]
+        results["class_share"] = fake["class_share"]
+        self.eval_results[stage] = results
+        for key in ("fid", "confident_share", "coverage", "label_agreement"):
+            if key in results:
+                self.log(f"{stage}/{key}", results[key], prog_bar=key == "fid")
+
+    def _fid_real(self, stage: str, n: int) -> float | None:
+        """FID between ``n`` real training images and the split's real images; computed once
+        per split (it does not depend on the generator)."""
+        key = f"fid_real_{stage}"
+        if key in self._judging:
+            return self._judging[key]
+        train = self._train_images(n)
+        value = None
+        if train is not None and len(train) > 1:
+            ref = self._judging[f"fid_ref_{stage}"]
+            for start in range(0, len(train), 500):
+                ref.update(train[start : start + 500].to(self.device), real=False)
+            value = float(ref.compute())
+        self._judging[key] = value
+        return value
+
+    def _train_images(self, n: int) -> Tensor | None:
+        """A seeded subset of ``n`` training images in [-1, 1] (this rank's share)."""
+        dm = getattr(self.trainer, "datamodule", None)
+        dataset = getattr(dm, "datasets", {}).get("train") if dm is not None else None
+        if dataset is None:
+            rank_zero_warn("GAN: no training split to compare with; fid_real is skipped")
+            return None
+        g = torch.Generator().manual_seed(self.sample_seed)
+        index = torch.randperm(len(dataset), generator=g)[:n]
+        index = index[self.trainer.global_rank :: self.trainer.world_size]
+        images = torch.stack([dataset[int(i)]["image"] for i in index])
+        if images.dtype == torch.uint8:
+            return images.float() / 127.5 - 1.0
+        return images.float()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_real(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_real(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval("test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval("val", self.val_samples, self.sample_seed + 1)
+
+    def on_test_epoch_end(self) -> None:
+        self._end_eval("test", self.test_samples, self.sample_seed + 2)
+
+    # -- the run folder ----------------------------------------------------------------------
+    def write_artifacts(self, run_dir: str | Path) -> list[str]:
+        """Final sample grid (and training curves); paths relative to the run folder."""
+        from longmm.evaluation.plots import plot_curves
+
+        run = Path(run_dir)
+        self._write_grid(run / "plots" / "samples.png")
+        written = ["plots/samples.png"]
+        logs = sorted(
+            (run / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:])
+        )
+        if logs and plot_curves(
+            logs, run / "plots" / "gan_curves.png", metrics=("loss_d", "loss_g", "fid")
+        ):
+            written.append("plots/gan_curves.png")
+        return written
