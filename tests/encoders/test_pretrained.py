@@ -259,3 +259,35 @@ def test_unfreezing_through_fit_and_resume(tmp_path: Path, monkeypatch) -> None:
     assert any(mult == 0.1 for mult, _ in seen[0]["lrs"])
     metrics = json.loads((Path(out) / "metrics.json").read_text())
     assert metrics["epochs"] == 3
+
+
+SST2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "sst2"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SST2.is_dir(), reason=f"{SST2} is missing")
+def test_minilm_sst2_recipe_runs_on_real_data(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    main(
+        [
+            "fit",
+            "--config",
+            str(Path(__file__).resolve().parents[2] / "recipes" / "minilm_sst2.yaml"),
+            "--data.root",
+            str(SST2),
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.limit_train_batches",
+            "5",
+            "--trainer.limit_val_batches",
+            "5",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--out",
+            str(out),
+        ]
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["count"] == 872 and metrics["epochs"] == 2
+    prep = json.loads((out / "data.json").read_text())["preprocessing"]
+    assert prep["tokenizer_source"] == "minilm" and prep["vocab_size"] == 30522

@@ -126,3 +126,32 @@ def test_rnn_sentiment_recipe_fits_in_two_steps(tmp_path: Path) -> None:
     assert data["classes"] == ["negative", "positive"]
     assert data["preprocessing"]["vocab_size"] <= 1000  # the recipe's encoder table size
     assert (out / "tokenizer.json").is_file() and (out / "checkpoints/best.safetensors").is_file()
+
+
+SST2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "sst2"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SST2.is_dir(), reason=f"{SST2} is missing")
+def test_rnn_sst2_recipe_runs_on_real_data(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    main(
+        [
+            "fit",
+            "--config",
+            str(RECIPES / "rnn_sst2.yaml"),
+            "--data.root",
+            str(SST2),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "20",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--out",
+            str(out),
+        ]
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["count"] == 872 and metrics["val"]["count"] == 6735
+    assert json.loads((out / "data.json").read_text())["preprocessing"]["vocab_size"] <= 16000

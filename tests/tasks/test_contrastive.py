@@ -27,6 +27,7 @@ from longmm.tasks.contrastive import (
 
 D = 16
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def encoders(dim: int = D) -> dict:
@@ -235,3 +236,32 @@ def test_pretrain_then_probe_recipes(tmp_path: Path) -> None:
     )
     metrics = json.loads((probe / "metrics.json").read_text())
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data folder {SHARED} is missing")
+def test_real_pretrain_then_probe_recipes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from longmm.cli import main
+
+    monkeypatch.chdir(RECIPES.parent)  # the recipes name ../shared/data
+    common = [
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.limit_test_batches",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    pre = tmp_path / "pre"
+    recipe = RECIPES / "contrastive_av_mnist_fsdd.yaml"
+    main(["fit", "--config", str(recipe), *common, "--out", str(pre)])
+    assert json.loads((pre / "metrics.json").read_text())["test"]["count"] == 128  # 1 batch
+    probe = tmp_path / "probe"
+    recipe = RECIPES / "probe_av_mnist_fsdd.yaml"
+    init = ["--model.init_args.init_from", str(pre)]
+    main(["fit", "--config", str(recipe), *init, *common, "--out", str(probe)])
+    assert 0.0 <= json.loads((probe / "metrics.json").read_text())["test"]["accuracy"] <= 1.0

@@ -179,6 +179,14 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path: Path) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_r1_penalty_and_hinge_loss_train(tmp_path: Path) -> None:
+    extra = ["--model.init_args.r1_gamma", "1.0", "--model.init_args.r1_every", "1"]
+    extra += ["--model.init_args.loss", "hinge", "--model.init_args.d_norm", "none"]
+    fit_gan(tmp_path / "run", "--trainer.max_epochs", "1", *extra)
+    log = (tmp_path / "run" / "logs" / "version_0" / "metrics.csv").read_text()
+    assert "train/r1" in log.splitlines()[0]
+
+
 def test_standard_normalization_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

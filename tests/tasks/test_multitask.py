@@ -18,6 +18,7 @@ from longmm.tasks.multitask import MultiTask
 
 D = 16
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def pairs(n: int = 48, seed: int = 0) -> list[dict]:
@@ -191,3 +192,33 @@ def test_fit_of_the_recipe(tmp_path: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["test"]["speaker"]["per_class"]) == {f"synth{i}" for i in range(6)}
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data folder {SHARED} is missing")
+def test_fit_of_the_real_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from longmm.cli import main
+
+    monkeypatch.chdir(RECIPES.parent)  # the recipe names ../shared/data
+    out = tmp_path / "run"
+    main(
+        [
+            "fit",
+            "--config",
+            str(RECIPES / "multitask_av_mnist_fsdd.yaml"),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.limit_test_batches",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--out",
+            str(out),
+        ]
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["test"]["speaker"]["per_class"]) == 6

@@ -20,6 +20,7 @@ from longmm.tasks.multitask import MultiTask
 from longmm.training.privacy import DPSGD, make_dp_compatible
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def pairs(n: int = 64, seed: int = 0) -> list[dict]:
@@ -170,3 +171,35 @@ def test_fit_of_the_recipe(tmp_path: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     privacy = metrics["test"]["privacy"]
     assert privacy["steps"] == 2 and math.isfinite(privacy["epsilon"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data folder {SHARED} is missing")
+def test_fit_of_the_real_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from longmm.cli import main
+
+    monkeypatch.chdir(RECIPES.parent)  # the recipe names ../shared/data
+    out = tmp_path / "run"
+    main(
+        [
+            "fit",
+            "--config",
+            str(RECIPES / "dp_av_mnist_fsdd.yaml"),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.limit_test_batches",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--model.init_args.attribution_samples",
+            "16",
+            "--out",
+            str(out),
+        ]
+    )
+    privacy = json.loads((out / "metrics.json").read_text())["test"]["privacy"]
+    assert privacy["steps"] == 2 and privacy["sample_rate"] == pytest.approx(1 / 55)

@@ -192,7 +192,8 @@ class GAN(Task):
     own Adam (``lr``, ``betas``; ``lr_d`` for the discriminator, default ``lr``).
 
     ``loss``: ``nonsaturating`` (BCE on logits; the generator maximizes log D(G(z))) or
-    ``hinge``. ``ema_decay`` > 0 keeps an exponential moving average of the generator's
+    ``hinge``; ``r1_gamma`` > 0 adds an R1 gradient penalty on real images every ``r1_every``
+    steps. ``ema_decay`` > 0 keeps an exponential moving average of the generator's
     weights, which is what samples, evaluation and ``longmm generate`` use. Images must come
     in [-1, 1]: ``ImageData(normalize="symmetric")``. ``num_classes`` is linked from the data by
     the CLI; only the conditional model uses it.
@@ -221,6 +222,8 @@ class GAN(Task):
         d_norm: DiscriminatorNorm = "spectral",
         minibatch_std: bool = True,
         d_dropout: float = 0.0,
+        r1_gamma: float = 0.0,
+        r1_every: int = 4,
         lr: float = 2e-4,
         lr_d: float | None = None,
         betas: tuple[float, float] = (0.5, 0.999),
@@ -249,6 +252,8 @@ class GAN(Task):
         self.conditional = conditional
         self.num_classes = num_classes
         self.loss = loss
+        self.r1_gamma = r1_gamma
+        self.r1_every = max(1, r1_every)
         self.lr_d = lr_d or lr
         self.betas = tuple(betas)
         self.ema_decay = ema_decay
@@ -365,6 +370,14 @@ class GAN(Task):
             return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
         return F.softplus(-real).mean() + F.softplus(fake).mean()  # BCE on logits
 
+    def _r1_penalty(self, d_real: Tensor, real: Tensor) -> Tensor:
+        """R1 (Mescheder et al., 2018): the squared gradient norm of D on real images, applied
+        every ``r1_every`` steps with its weight scaled up to match (lazy regularization)."""
+        (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+        penalty = grad.square().sum(dim=(1, 2, 3)).mean()
+        self.log("train/r1", penalty.detach(), on_step=False, on_epoch=True, batch_size=len(real))
+        return 0.5 * self.r1_gamma * self.r1_every * penalty
+
     def _g_loss(self, fake: Tensor) -> Tensor:
         return -fake.mean() if self.loss == "hinge" else F.softplus(-fake).mean()
 
@@ -377,9 +390,14 @@ class GAN(Task):
         # Discriminator: real against detached fakes.
         with torch.no_grad():
             fake = self.generator(torch.randn(b, self.latent_dim, device=self.device), labels)
+        r1 = self.r1_gamma > 0 and batch_idx % self.r1_every == 0
+        if r1:
+            real = real.detach().requires_grad_(True)
         d_real = self.discriminator(real, labels)
         d_fake = self.discriminator(fake, labels)
         loss_d = self._d_loss(d_real, d_fake)
+        if r1:
+            loss_d = loss_d + self._r1_penalty(d_real, real)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
         opt_d.step()
