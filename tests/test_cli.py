@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from longmm.cli import main
-from longmm.runs import load_weights
+from longmm.runs import load_weights, read_checkpoint
 from longmm.tasks import Classify
 
 KILLER = """\
@@ -154,6 +154,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_recipe: Path, tmp_path: Path
     epochs = ["--trainer.max_epochs", "4"]
     whole = tmp_path / "whole"
     main(["fit", "--config", str(tiny_recipe), *epochs, "--out", str(whole)])
+    assert read_checkpoint(whole / "checkpoints" / "last.ckpt")["epoch"] == 3
 
     (tmp_path / "killer.py").write_text(KILLER)
     kill_cfg = tmp_path / "kill.yaml"
@@ -175,7 +176,8 @@ def test_killed_run_resumes_to_the_same_result(tiny_recipe: Path, tmp_path: Path
         env=env,
     )
     assert first.returncode == -9, first.stderr[-2000:]
-    assert (crashed / "checkpoints" / "last.ckpt").is_file()
+    last = read_checkpoint(crashed / "checkpoints" / "last.ckpt")
+    assert last["epoch"] == 1  # the end of the last whole epoch, improved or not
     assert not (crashed / "metrics.json").exists()
 
     resumed = run_cli(

@@ -27,7 +27,7 @@ from longmm.evaluation.plots import plot_confusion_matrix, plot_curves
 from longmm.evaluation.report import run_report
 from longmm.io import atomic_write_json, atomic_write_text
 from longmm.runs import AtomicCheckpointIO, export_best_weights, read_checkpoint
-from longmm.training.callbacks import EpochReseed
+from longmm.training.callbacks import EpochReseed, LastCheckpoint
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -87,11 +87,11 @@ class LongmmCLI(LightningCLI):
                 monitor=monitor,
                 mode=mode,
                 save_top_k=1,
-                save_last=True,
                 enable_version_counter=False,
                 auto_insert_metric_name=False,
             )
-            config["callbacks"] += [self.checkpoint_callback, EpochReseed()]
+            last = LastCheckpoint(run / "checkpoints")
+            config["callbacks"] += [self.checkpoint_callback, last, EpochReseed()]
             if config.get("logger") in (None, True):
                 if not self._sub().get("ckpt_path"):
                     shutil.rmtree(run / "logs", ignore_errors=True)  # a fresh fit starts fresh logs

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 
 class EpochReseed(L.Callback):
@@ -54,3 +56,25 @@ def apply_unfreeze_schedule(model: torch.nn.Module, epoch: int) -> list[str]:
             hook(epoch)
             names.append(name)
     return names
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Saves ``last.ckpt`` at the end of every epoch, improved or not.
+
+    Lightning's ``save_last`` only copies when a top-k checkpoint is written, so after an
+    epoch without improvement ``last.ckpt`` would lag behind. A distinct state key lets a
+    recipe add its own monitor-free ModelCheckpoint beside this one.
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            enable_version_counter=False,
+        )
+
+    @property
+    def state_key(self) -> str:
+        return "longmm.LastCheckpoint"
