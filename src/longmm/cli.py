@@ -158,7 +158,11 @@ class LongmmCLI(LightningCLI):
         atomic_write_text(
             run / "report.md", run_report(title, metrics, data_summary, command, plots)
         )
-        summary = {k: metrics["test"].get(k) for k in ("accuracy", "f1_macro", "balanced_accuracy")}
+        test = metrics["test"]
+        headline = [k for k in ("accuracy", "f1_macro", "balanced_accuracy") if k in test]
+        # Tasks without accuracy (a GAN, a translator) show their own scalar metrics.
+        keys = headline or [k for k, v in test.items() if isinstance(v, float)]
+        summary = {k: test[k] for k in keys}
         print(f"\nrun folder: {run}\ntest: {json.dumps(summary)}\ntrained in {seconds:.1f} s")
 
     # -- validate / test / predict -----------------------------------------------------------
