@@ -1,0 +1,232 @@
+"""What a reader returns, and the interface of answer extraction.
+
+A reader answers a question about documents with an :class:`Answer`: the answer text, the
+evidence passages it read (each citing its document by character offsets, page and section)
+and the time it took. An :class:`AnswerExtractor` turns the question and the evidence into
+an :class:`AnswerSpan`; the trained span-extraction head implements it, and
+:class:`BestSentence` is the zero-shot fallback (the evidence sentence closest to the
+question).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from longmm.reading.enhance import split_sentences
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A passage a reader read: ``text == documents[doc].text[start:end]``.
+
+    ``source`` names the document, ``page`` is the first page (``None`` without pages),
+    ``section`` the heading path, ``score`` the retrieval score (higher is better; its scale
+    depends on the strategy), ``chunks`` the indices of the chunks it was built from.
+    """
+
+    text: str
+    source: str
+    start: int
+    end: int
+    doc: int = 0
+    page: int | None = None
+    section: tuple[str, ...] = ()
+    score: float = 0.0
+    chunks: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "source": self.source,
+            "start": self.start,
+            "end": self.end,
+            "page": self.page,
+            "section": " > ".join(self.section),
+            "score": round(float(self.score), 6),
+        }
+
+
+@dataclass(frozen=True)
+class AnswerSpan:
+    """An answer found in the evidence: ``text == evidence[evidence].text[start - e.start:
+    end - e.start]``; ``start``/``end`` are offsets in the document's text."""
+
+    text: str
+    evidence: int
+    start: int
+    end: int
+    score: float = 0.0
+
+
+@dataclass
+class Answer:
+    """A reader's answer: the text (empty when nothing was found), its span when it was
+    extracted from the evidence, the evidence passages best first, and seconds taken."""
+
+    answer: str
+    evidence: list[Evidence] = field(default_factory=list)
+    seconds: float = 0.0
+    span: AnswerSpan | None = None
+    question: str = ""
+    strategy: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "question": self.question,
+            "answer": self.answer,
+            "strategy": self.strategy,
+            "evidence": [e.to_json() for e in self.evidence],
+            "seconds": round(self.seconds, 4),
+        }
+        if self.span is not None:
+            ev = self.evidence[self.span.evidence]
+            out["answer_span"] = {
+                **asdict(self.span),
+                "source": ev.source,
+                "page": ev.page,
+            }
+        if self.timings:
+            out["timings"] = {k: round(v, 4) for k, v in self.timings.items()}
+        return out
+
+
+@runtime_checkable
+class AnswerExtractor(Protocol):
+    """Finds the answer to ``question`` in ``passages`` (best first); ``None`` when it finds
+    none. Span offsets are in the passage's document (``passage.start`` based)."""
+
+    def extract(self, question: str, passages: Sequence[Evidence]) -> AnswerSpan | None: ...
+
+
+_WORD = re.compile(r"\w+")
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "for",
+        "and",
+        "or",
+        "but",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "do",
+        "does",
+        "did",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "that",
+        "this",
+        "these",
+        "those",
+        "it",
+        "its",
+        "by",
+        "with",
+        "as",
+        "at",
+        "from",
+        "into",
+        "than",
+        "then",
+        "there",
+        "their",
+        "they",
+        "them",
+        "he",
+        "she",
+        "his",
+        "her",
+        "we",
+        "our",
+        "you",
+        "your",
+        "i",
+        "me",
+        "my",
+        "not",
+        "no",
+        "yes",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "have",
+        "has",
+        "had",
+        "about",
+        "over",
+        "under",
+    ]
+)
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+
+
+class BestSentence:
+    """Zero-shot extraction: the evidence sentence that shares the most question words,
+    weighted by their rarity among the evidence sentences (ties: the earlier passage), with
+    ``similarity(question, sentences)`` (dense cosine, when given) added."""
+
+    def __init__(self, similarity: Any | None = None, dense_weight: float = 1.0) -> None:
+        self.similarity = similarity
+        self.dense_weight = dense_weight
+
+    def extract(self, question: str, passages: Sequence[Evidence]) -> AnswerSpan | None:
+        cands: list[tuple[int, int, int]] = []  # (passage, start, end) in document offsets
+        for pi, p in enumerate(passages):
+            for s, e in split_sentences(p.text):
+                cands.append((pi, p.start + s, p.start + e))
+        if not cands:
+            return None
+        texts = [
+            passages[pi].text[s - passages[pi].start : e - passages[pi].start] for pi, s, e in cands
+        ]
+        words = [set(content_words(t)) for t in texts]
+        df = Counter(w for ws in words for w in ws)
+        q = set(content_words(question))
+        n = len(texts)
+        lexical = np.array(
+            [sum(math.log(1 + n / df[w]) for w in q & ws) for ws in words], dtype=np.float64
+        )
+        if lexical.max() > 0:
+            lexical /= lexical.max()
+        score = lexical
+        if self.similarity is not None:
+            score = score + self.dense_weight * np.asarray(self.similarity(question, texts))
+        # Earlier (better-ranked) passages win ties.
+        order = sorted(range(n), key=lambda i: (-score[i], cands[i][0], i))
+        best = order[0]
+        pi, s, e = cands[best]
+        return AnswerSpan(texts[best], pi, s, e, float(score[best]))
