@@ -4,6 +4,7 @@ from a tiny judge trained here, sample grids, `longmm generate`, checkpoint roun
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from longmm.data import ImageData
 from longmm.errors import LongmmError
 from longmm.runs import load_weights
 from longmm.tasks import GAN
-from longmm.tasks.generate import JudgedSamples, image_grid
+from longmm.tasks.generate import JudgedSamples, image_grid, load_judge
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -202,6 +203,19 @@ def test_missing_judge_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert f"judge {tmp_path / 'no_judge'}" in err and "not found" in err
+
+
+def test_a_label_smoothed_judge_is_flagged(judge_run: Path, tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the plainly trained judge loads without a warning
+        load_judge(judge_run)
+    recipe = tmp_path / "judge.yaml"
+    recipe.write_text(JUDGE_RECIPE.replace("lr: 0.003", "lr: 0.003\n    label_smoothing: 0.1"))
+    main(
+        ["fit", "--config", str(recipe), "--trainer.max_epochs", "1", "--out", str(tmp_path / "j")]
+    )
+    with pytest.warns(UserWarning, match=r"label_smoothing=0.1: .* capped near 0\.910"):
+        load_judge(tmp_path / "j")
 
 
 def test_symmetric_normalization_maps_pixels_to_minus_one_one() -> None:

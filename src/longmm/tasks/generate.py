@@ -99,7 +99,7 @@ def load_judge(run_dir: str | Path) -> tuple[JudgeFeatures, dict[str, Any]]:
             raise LongmmError(
                 f"judge {run}: {path} not found; train the judge classifier first, e.g. "
                 f"longmm fit --config recipes/cnn_mnist.yaml --data.root ../shared/data/mnist "
-                f"--out {run}"
+                f"--model.init_args.label_smoothing 0 --out {run}"
             )
     try:
         prep = json.loads(data_json.read_text())["preprocessing"]
@@ -110,6 +110,15 @@ def load_judge(run_dir: str | Path) -> tuple[JudgeFeatures, dict[str, Any]]:
 
     read_checkpoint(ckpt)  # a clear error for a truncated or corrupt file
     classifier = Classify.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    smoothing = float(getattr(classifier, "label_smoothing", 0.0) or 0.0)
+    if smoothing > 0:
+        # With smoothing e over K classes the loss is lowest at p = 1 - e + e/K, so confident
+        # real images hover near the 0.9 threshold and the confident share reads low.
+        rank_zero_warn(
+            f"judge {run} was trained with label_smoothing={smoothing}: its probabilities are "
+            f"capped near {1 - smoothing + smoothing / classifier.num_classes:.3f}, so the "
+            "confident share under-counts; train the judge with label_smoothing 0"
+        )
     return JudgeFeatures(classifier, mean, std), prep
 
 
