@@ -15,14 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from longmm.encoders.base import EncoderOutput
-
-
-def masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``tokens (B, N, D)`` over positions where ``mask (B, N)`` is True; 0 where a
-    sample has no real token. Padded values are never read (they may be anything)."""
-    real = mask.unsqueeze(-1)
-    total = torch.where(real, tokens, torch.zeros_like(tokens)).sum(dim=1)
-    return total / mask.sum(dim=1, keepdim=True).clamp_min(1).to(tokens.dtype)
+from longmm.modules.pooling import masked_mean
 
 
 def check_features(features: Tensor, mask: Tensor | None, n_mels: int) -> Tensor:

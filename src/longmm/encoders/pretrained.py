@@ -1,4 +1,5 @@
-"""A pretrained transformer text encoder (BERT-like, Hugging Face format), loaded offline.
+"""Pretrained encoders from local Hugging Face folders, loaded offline: text (BERT-like) and
+images (ViT or a CLIP vision tower).
 
 Transfer learning: the packaged all-MiniLM-L6-v2 (or any local BERT-like folder) reads the
 text; a task puts its head on the pooled vector. Fine-tuning is gradual: the encoder starts
@@ -181,4 +182,96 @@ class PretrainedTextEncoder(nn.Module):
         else:
             weights = mask[..., None].to(tokens.dtype)
             pooled = (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        return EncoderOutput(tokens=tokens, mask=mask, pooled=pooled)
+
+
+# ---- images --------------------------------------------------------------------------------------
+
+
+def vision_tower(model: nn.Module) -> nn.Module:
+    """The image part of a loaded model: a CLIP checkpoint's ``vision_model`` (a whole
+    CLIPModel or a CLIPVisionModel), or the model itself (ViT and the like)."""
+    if hasattr(model, "vision_model"):
+        return model.vision_model
+    return model
+
+
+class PretrainedImageEncoder(nn.Module):
+    """A pretrained vision Transformer from a local Hugging Face folder (ViT, or the vision
+    tower of a CLIP checkpoint), as an ``EncoderOutput``; loaded offline, never downloaded.
+
+    ``path`` is the folder with ``config.json`` and the weights (``save_pretrained`` output).
+    Images ``(B, C, H, W)`` from the data module are resized (bilinear) to the model's
+    ``image_size``; a 1-channel image is repeated to the model's channels (3). ``tokens`` are
+    the patch tokens ``(B, N, dim)`` (all real); ``pooled`` is the class token after the
+    model's final norm (``cls``; CLIP's ``pooler_output``) or the mean of the patch tokens
+    (``mean``). The data module normalizes images with its own statistics: fine-tuning adapts
+    to them; a frozen model reads best with the statistics it was trained on.
+
+    ``freeze=True`` keeps every weight fixed (and the model in eval mode); otherwise it trains
+    at base rate x ``lr_mult``.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        pooling: PretrainedPooling = "cls",
+        freeze: bool = False,
+        lr_mult: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        if lr_mult < 0:
+            raise ValueError(f"lr_mult must be >= 0, got {lr_mult}")
+        self.path = str(path)
+        loaded = load_pretrained(self.path)
+        self.model = vision_tower(loaded)
+        config = getattr(loaded.config, "vision_config", loaded.config)
+        for field in ("image_size", "hidden_size"):
+            if not isinstance(getattr(config, field, None), int):
+                raise DataError(
+                    f"{self.path}/config.json",
+                    f"a {type(config).__name__} without an integer {field!r}: not an image "
+                    "model (use a ViT or CLIP checkpoint)",
+                )
+        if getattr(self.model, "pooler", None) is not None:
+            self.model.pooler = None  # ViT's dense + tanh pooler is not used: no dead weights
+        self.dim = int(config.hidden_size)
+        self.image_size = int(config.image_size)
+        self.channels = int(getattr(config, "num_channels", 3))
+        self.pooling = pooling
+        self.freeze = freeze
+        self.lr_mult = lr_mult  # read by longmm.training.optim.param_groups
+        for p in self.model.parameters():
+            p.requires_grad_(not freeze)
+
+    def train(self, mode: bool = True) -> PretrainedImageEncoder:
+        super().train(mode)
+        if self.freeze:
+            self.model.eval()  # fixed features: no dropout noise
+        return self
+
+    def forward(self, image: Tensor) -> EncoderOutput:
+        if image.dim() != 4 or image.shape[1] not in (1, self.channels):
+            raise ValueError(
+                f"{type(self).__name__} expects images (B, 1 or {self.channels}, H, W), "
+                f"got shape {tuple(image.shape)}"
+            )
+        if image.shape[1] != self.channels:
+            image = image.expand(-1, self.channels, -1, -1)
+        if tuple(image.shape[-2:]) != (self.image_size, self.image_size):
+            size = (self.image_size, self.image_size)
+            image = nn.functional.interpolate(
+                image, size=size, mode="bilinear", align_corners=False
+            )
+        out = self.model(pixel_values=image)
+        hidden = out.last_hidden_state  # (B, 1 + N, D), the class token first
+        tokens = hidden[:, 1:]
+        if self.pooling == "mean":
+            pooled = tokens.mean(dim=1)
+        else:
+            pooler = getattr(out, "pooler_output", None)
+            pooled = pooler if pooler is not None else hidden[:, 0]
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return EncoderOutput(tokens=tokens, mask=mask, pooled=pooled)

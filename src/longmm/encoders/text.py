@@ -1,4 +1,5 @@
-"""Text encoders trained from scratch: the article's recurrent network (Program 2)."""
+"""Text encoders trained from scratch: the article's recurrent network (Program 2) and a
+Transformer encoder."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from longmm.encoders.base import EncoderOutput
 from longmm.errors import DataError
+from longmm.models.seq2seq import EncoderLayer, Rotary, key_padding_mask
+from longmm.modules.pooling import masked_max, masked_mean
 
 Cell = Literal["lstm", "gru"]
 Pooling = Literal["last", "max", "mean", "attention"]
+TransformerPooling = Literal["mean", "max", "cls", "attention"]
 
 
 def check_token_ids(ids: Tensor, vocab_size: int, owner: str) -> None:
@@ -139,5 +143,98 @@ class BiRNNEncoder(nn.Module):
             return tokens.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
         if self.pooling == "mean":
             return tokens.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1)
+        assert self.attention is not None
+        return self.attention(tokens, mask)
+
+
+class TransformerTextEncoder(nn.Module):
+    """A Transformer encoder trained from scratch: token embeddings, pre-LN layers with
+    rotary positions (relative offsets, no learned table to outgrow up to ``max_length``),
+    attention over the real tokens only, and a final norm.
+
+    ``pooling`` makes the one vector per text: ``mean`` or ``max`` over the real tokens,
+    ``cls`` (a learned token put before the text; ``tokens`` are the text's own positions
+    without it) or ``attention`` (learned weights). Rows are right-padded; padded keys are
+    masked, so a sentence gives the same outputs alone or padded in a batch (eval mode).
+    A row with no real token gives zeros. ``vocab_size`` must cover the tokenizer's ids.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int = 128,
+        layers: int = 2,
+        heads: int = 4,
+        ff_mult: int = 4,
+        dropout: float = 0.1,
+        pooling: TransformerPooling = "mean",
+        max_length: int = 512,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        if vocab_size < 1 or not 0 <= pad_id < vocab_size:
+            raise ValueError(
+                f"need vocab_size >= 1 and 0 <= pad_id < vocab_size, got "
+                f"vocab_size={vocab_size}, pad_id={pad_id}"
+            )
+        if dim % heads or (dim // heads) % 2:
+            raise ValueError(f"dim={dim} must split into {heads} heads of an even size")
+        if pooling not in ("mean", "max", "cls", "attention"):
+            raise ValueError(f"pooling must be mean, max, cls or attention, got {pooling!r}")
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
+        self.scale = dim**0.5
+        self.cls = nn.Parameter(torch.randn(dim) * 0.02) if pooling == "cls" else None
+        rotary = Rotary(dim // heads, max_length + 1)
+        self.layers = nn.ModuleList(
+            EncoderLayer(dim, heads, ff_mult * dim, dropout, rotary) for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+        self.attention = AttentionPool(dim) if pooling == "attention" else None
+        self.vocab_size = vocab_size
+        self.dim = dim
+        self.pooling = pooling
+        self.max_length = max_length
+        self.pad_id = pad_id
+
+    def forward(self, ids: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        """``ids (B, L)`` token ids, ``mask (B, L)`` True on real tokens (default: not pad)."""
+        check_token_ids(ids, self.vocab_size, type(self).__name__)
+        if ids.shape[1] > self.max_length:
+            raise ValueError(
+                f"{ids.shape[1]} tokens is longer than max_length={self.max_length} of "
+                f"{type(self).__name__}; cut the text in the data module (max_length)"
+            )
+        if mask is None:
+            mask = ids != self.pad_id
+        mask = mask.bool()
+        lengths = lengths_from_mask(mask)
+        x = self.embed(ids) * self.scale  # (B, L, D)
+        keys = mask
+        if self.cls is not None:
+            x = torch.cat([self.cls.expand(len(ids), 1, -1), x], dim=1)  # (B, 1 + L, D)
+            keys = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+        # A row with no real key would softmax over nothing (NaN): let it attend to its
+        # padding; its mask stays all False, so nothing downstream reads it.
+        keys = keys | ~keys.any(dim=1, keepdim=True)
+        attn_mask = key_padding_mask(keys)
+        h = self.drop(x)
+        for layer in self.layers:
+            h = layer(h, attn_mask)
+        h = self.norm(h)
+        tokens = h[:, 1:] if self.cls is not None else h
+        tokens = tokens.masked_fill(~mask[..., None], 0.0)  # (B, L, D)
+        pooled = self._pool(h, tokens, mask).masked_fill((lengths == 0)[:, None], 0.0)
+        return EncoderOutput(tokens=tokens, mask=mask, pooled=self.drop(pooled))
+
+    def _pool(self, h: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        if self.pooling == "cls":
+            return h[:, 0]
+        if self.pooling == "max":
+            return masked_max(tokens, mask)
+        if self.pooling == "mean":
+            return masked_mean(tokens, mask)
         assert self.attention is not None
         return self.attention(tokens, mask)

@@ -15,8 +15,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from longmm.encoders.audio import masked_mean
 from longmm.encoders.base import EncoderOutput
+from longmm.modules.pooling import masked_mean
 
 __all__ = [
     "Fusion",
