@@ -82,6 +82,8 @@ def test_configs_share_the_recipe_encoders_and_fusion_width() -> None:
     assert fusion["init_args"]["out_dim"] == 64
     encoders = json.loads(configs["audio_only"].overrides[1])
     assert list(encoders) == ["audio"] and configs["audio_only"].overrides[3] == "null"
+    # The recipe's modality dropout has nothing to drop in a single-modality baseline.
+    assert configs["audio_only"].overrides[4:] == ("--model.init_args.modality_dropout", "null")
 
 
 def test_rows_json_plot_and_table_from_fake_runs(tmp_path: Path) -> None:

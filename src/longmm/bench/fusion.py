@@ -81,6 +81,9 @@ def recipe_configs(recipe: Path, names: list[str] | None = None) -> list[Config]
             "--model.init_args.fusion",
             "null",
         )
+        if model.get("modality_dropout"):
+            # Nothing to drop with one modality (Classify refuses it without a fusion).
+            overrides += ("--model.init_args.modality_dropout", "null")
         configs.append(Config(name, "baseline", overrides, modality))
     if names:
         unknown = sorted(set(names) - {c.name for c in configs})
