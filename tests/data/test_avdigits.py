@@ -316,3 +316,26 @@ def test_real_mnist_fsdd_splits() -> None:
     images = {k: {p.meta["image"] for p in v} for k, v in dm.samples.items()}
     assert not images["train"] & images["test"] and not images["val"] & images["test"]
     assert len(dm.speakers) == 6
+
+
+# ---- a labelled share of the training pairs ---------------------------------------------------
+
+
+def test_label_fraction_keeps_a_stratified_share_of_train_only(real_root: Path) -> None:
+    full = tiny(real_root)
+    full.setup("fit")
+    part = tiny(real_root, label_fraction=0.25)
+    part.setup("fit")
+    train, kept = full.samples["train"], part.samples["train"]
+    assert len(kept) == sum(
+        max(1, round(0.25 * sum(s.label == y for s in train))) for y in {s.label for s in train}
+    )
+    assert {s.where for s in kept} <= {s.where for s in train}
+    assert {s.label for s in kept} == {s.label for s in train}
+    for split in ("val", "test"):
+        assert [s.where for s in part.samples[split]] == [s.where for s in full.samples[split]]
+    again = tiny(real_root, label_fraction=0.25)
+    again.setup("fit")
+    assert [s.where for s in again.samples["train"]] == [s.where for s in kept]
+    with pytest.raises(DataError, match="label_fraction"):
+        tiny(real_root, label_fraction=0.0)

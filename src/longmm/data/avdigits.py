@@ -186,6 +186,21 @@ def split_by_takes(
     return out
 
 
+def labelled_subset(pairs: list[Sample], fraction: float, seed: int) -> list[Sample]:
+    """A seeded, class-stratified ``fraction`` of ``pairs`` (at least one per label), in
+    their original order: the labelled share of a semi-supervised experiment."""
+    rng = np.random.default_rng([seed, 11])
+    by_label: dict[str, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        by_label.setdefault(str(pair.label), []).append(i)
+    keep: list[int] = []
+    for label in sorted_classes(by_label):
+        rows = by_label[label]
+        count = max(1, round(fraction * len(rows)))
+        keep += rng.choice(rows, size=count, replace=False).tolist()
+    return [pairs[i] for i in sorted(keep)]
+
+
 # ---- datasets and batches -------------------------------------------------------------------
 
 
@@ -276,6 +291,10 @@ class AVDigits(CollatingDataModule):
     batches only. Targets: ``label`` (the digit) and ``speaker`` (the clip's speaker; embedded:
     the synthetic voice ``synth0``..``synth5``; manifest lines without one: ``unknown``).
 
+    ``label_fraction`` (e.g. 0.1) trains on that share of the training pairs only (seeded,
+    stratified by label; val and test unchanged): a linear probe or a model from scratch with
+    few labels.
+
     ``drop_at_test`` (e.g. ``["audio"]``) removes those modalities' keys from validation, test
     and predict batches: a model then sees them as missing. Missingness in training is the
     model's business (``longmm.fusion.ModalityDropout`` in ``Classify``): images have no
@@ -311,6 +330,7 @@ class AVDigits(CollatingDataModule):
         num_workers: int = 0,
         classes: list[str] | None = None,
         skip_bad: bool = False,
+        label_fraction: float = 1.0,
     ) -> None:
         super().__init__(
             root=root,
@@ -329,6 +349,9 @@ class AVDigits(CollatingDataModule):
             )
         if max_seconds <= 0:
             raise DataError("data.max_seconds", f"must be > 0, got {max_seconds}")
+        if not 0.0 < label_fraction <= 1.0:
+            raise DataError("data.label_fraction", f"must be in (0, 1], got {label_fraction}")
+        self.label_fraction = label_fraction
         self.drop_at_test = list(drop_at_test or [])
         unknown = sorted(set(self.drop_at_test) - set(AV_MODALITIES))
         if unknown:
@@ -371,6 +394,18 @@ class AVDigits(CollatingDataModule):
         return "embedded audio-visual digits" if fmt == "embedded" else f"{fmt} at {self.root}"
 
     def read_source(self) -> SourceData:
+        data = self._read_format()
+        if self.label_fraction == 1.0:
+            return data
+        kept = labelled_subset(data.splits["train"], self.label_fraction, self.seed)
+        return replace(
+            data,
+            splits={**data.splits, "train": kept},
+            description=f"{data.description}; training on {len(kept)} of "
+            f"{len(data.splits['train'])} train pairs (label_fraction {self.label_fraction})",
+        )
+
+    def _read_format(self) -> SourceData:
         fmt = self.resolved_format
         if fmt == "embedded":
             return self._read_embedded()
