@@ -285,6 +285,7 @@ COMMANDS = {
     "generate": "longmm.commands.generate:main",
     "translate": "longmm.commands.translate:main",
     "bench": "longmm.bench:main",
+    "serve": "longmm.deploy.serve:main",
 }
 
 USAGE = """usage: longmm COMMAND [options]
@@ -298,6 +299,7 @@ commands:
   generate   sample images from a trained GAN run: longmm generate --run DIR --n 64 --out grid.png
   translate  translate sentences with a trained translator run: longmm translate --run DIR "text"
   bench      benchmarks: longmm bench recipes [--quick]
+  serve      serve trained runs over HTTP, with a web page: longmm serve RUN_DIR [--port 8000]
   quickstart the main job on embedded data (a few minutes on 2 CPU cores)
 
 Run 'longmm COMMAND --help' for a command's options.
