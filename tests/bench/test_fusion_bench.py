@@ -116,6 +116,23 @@ def test_rows_json_plot_and_table_from_fake_runs(tmp_path: Path) -> None:
     assert "longmm fit --config" in docs and "drop_at_test" in docs
 
 
+def test_parallel_jobs_give_the_same_rows(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one = run_fusion_bench(options(tmp_path / "a", docs=""), runner=FakeLongmm())
+    fake = FakeLongmm()
+    two = run_fusion_bench(options(tmp_path / "b", docs="", jobs=2), runner=fake)
+    assert len(fake.calls) == 9 * 2 + 7 * 2 * 2 + 2 * 2
+    assert two["jobs"] == 2
+    strip = ("runs", "run", "command")
+
+    def comparable(rows: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if k not in strip} for r in rows]
+
+    assert comparable(two["rows"]) == comparable(one["rows"])
+    assert [s["seed"] for s in two["rows"][0]["runs"]] == [0, 1]
+
+
 def write_tiny_real(root: Path) -> Path:
     """A few 8x8 MNIST-format images and FSDD-named tones: enough for a 1-epoch run."""
     rng = np.random.default_rng(0)

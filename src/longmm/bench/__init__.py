@@ -34,6 +34,9 @@ def main(args: list[str]) -> None:
     fusion.add_argument("--shared", default="../shared/data", help="folder of the real data sets")
     fusion.add_argument("--only", default=None, help="comma-separated strategies to run")
     fusion.add_argument("--docs", default="docs/results.md", help="results page to update")
+    fusion.add_argument(
+        "--jobs", type=int, default=1, help="runs at a time (each its own process; default 1)"
+    )
     opts = parser.parse_args(args)
     opts.argv = list(args[1:])
     if opts.bench == "fusion":

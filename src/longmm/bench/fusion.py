@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -299,7 +300,8 @@ def markdown_table(result: dict[str, Any]) -> str:
         lines += ["", *result["notes"]]
     lines += [
         "",
-        f"Bench: `{result['command']}` ({result['wall_seconds'] / 60:.1f} min wall).",
+        f"Bench: `{result['command']}` ({result['wall_seconds'] / 60:.1f} min wall, "
+        f"{result.get('jobs', 1)} run(s) at a time).",
         "Each row and seed ran (the first seed shown; `--seed_everything` varies):",
         "",
         "```bash",
@@ -376,18 +378,31 @@ def run_fusion_bench(opts: argparse.Namespace, runner: Runner = subprocess_runne
     names = opts.only.split(",") if opts.only else None
     configs = recipe_configs(Path(recipe), names)
     runs = Path(opts.runs) / ("fusion_quick" if opts.quick else "fusion")
-    rows = []
-    for config in configs:
-        results = []
-        for seed in range(seeds):
-            print(f"[bench fusion] {config.name} seed {seed}", flush=True)
-            results.append(run_seed(config, recipe, runs, seed, data_root, epochs, runner))
-            r = results[-1]
-            print(
-                f"  -> {r['status']} accuracy {r.get('accuracy')} missing {r.get('missing')}",
-                flush=True,
-            )
-        rows.append(summarize(config, results))
+    jobs = getattr(opts, "jobs", 1) or 1
+    if jobs < 1:
+        raise SystemExit(f"longmm bench fusion: --jobs must be >= 1, got {jobs}")
+
+    def one(task: tuple[Config, int]) -> dict[str, Any]:
+        config, seed = task
+        print(f"[bench fusion] {config.name} seed {seed}", flush=True)
+        r = run_seed(config, recipe, runs, seed, data_root, epochs, runner)
+        print(
+            f"  {config.name} seed {seed} -> {r['status']} accuracy {r.get('accuracy')} "
+            f"missing {r.get('missing')}",
+            flush=True,
+        )
+        return r
+
+    tasks = [(config, seed) for config in configs for seed in range(seeds)]
+    # Each run is its own process; with jobs > 1 several run side by side (on a small CPU,
+    # give each one thread: OMP_NUM_THREADS=1). Training seconds then compare rows measured
+    # under the same load.
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        done = list(pool.map(one, tasks))
+    rows = [
+        summarize(config, [r for (c, _), r in zip(tasks, done, strict=True) if c is config])
+        for config in configs
+    ]
     data = (
         "embedded audio-visual digits (quick)"
         if opts.quick
@@ -400,6 +415,7 @@ def run_fusion_bench(opts: argparse.Namespace, runner: Runner = subprocess_runne
         "recipe": recipe,
         "seeds": seeds,
         "epochs": epochs,
+        "jobs": jobs,
         "rows": rows,
         "verdict": verdict(rows),
         "command": command_text(argv),
