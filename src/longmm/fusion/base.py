@@ -140,7 +140,8 @@ class Fusion(nn.Module):
             )
         if not inputs:
             raise ValueError(f"{name}: no modality in the input")
-        sizes = {m: out.pooled.shape[0] for m, out in inputs.items()}
+        # int(): under the ONNX tracer sizes are tensors, which a set would not merge.
+        sizes = {m: int(out.pooled.shape[0]) for m, out in inputs.items()}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"{name}: modalities have different batch sizes {sizes}")
         for m, out in inputs.items():

@@ -1,0 +1,1 @@
+"""Deployment: serving (``longmm serve``), export for the edge, compression, distributed runs."""
