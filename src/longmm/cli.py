@@ -286,6 +286,9 @@ COMMANDS = {
     "translate": "longmm.commands.translate:main",
     "bench": "longmm.bench:main",
     "serve": "longmm.deploy.serve:main",
+    "export": "longmm.deploy.export:main",
+    "compress": "longmm.deploy.compress:main",
+    "predict-onnx": "longmm.deploy.runtime:main",
 }
 
 USAGE = """usage: longmm COMMAND [options]
@@ -294,16 +297,31 @@ commands:
   fit        train from a YAML recipe:  longmm fit --config recipes/cnn_digits.yaml [--out DIR]
   validate   evaluate a checkpoint on the validation split
   test       evaluate a checkpoint on the test split
-  predict    predict with a checkpoint
+  predict    predict with a checkpoint; with --engine onnx, with an export (no torch needed:
+             longmm predict --engine onnx EXPORT_DIR FILES | --text T | --manifest JSONL)
   data       list embedded sets and formats, or inspect a dataset: longmm data list | inspect PATH
   generate   sample images from a trained GAN run: longmm generate --run DIR --n 64 --out grid.png
   translate  translate sentences with a trained translator run: longmm translate --run DIR "text"
   bench      benchmarks: longmm bench recipes [--quick]
   serve      serve trained runs over HTTP, with a web page: longmm serve RUN_DIR [--port 8000]
+  export     ONNX (and int8) export with parity check and report:
+             longmm export RUN_DIR --format onnx [--quantize int8] --out DIR
+  compress   prune and/or distil a run: longmm compress RUN_DIR [--prune 0.5] [--structured]
+             [--distill-from TEACHER_RUN] --out DIR
   quickstart the main job on embedded data (a few minutes on 2 CPU cores)
 
 Run 'longmm COMMAND --help' for a command's options.
 """
+
+
+def _onnx_engine(args: list[str]) -> list[str] | None:
+    """``predict`` arguments without ``--engine onnx`` when they ask for it, else None."""
+    for i, arg in enumerate(args):
+        if arg == "--engine" and i + 1 < len(args) and args[i + 1] == "onnx":
+            return args[:i] + args[i + 2 :]
+        if arg == "--engine=onnx":
+            return args[:i] + args[i + 1 :]
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -314,7 +332,11 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     torch.set_float32_matmul_precision("high")
     try:
-        if command in LIGHTNING_COMMANDS:
+        if command == "predict" and _onnx_engine(rest) is not None:
+            from longmm.deploy.runtime import main as predict_onnx
+
+            predict_onnx(_onnx_engine(rest), prog="longmm predict --engine onnx")
+        elif command in LIGHTNING_COMMANDS:
             run_lightning(argv)
         elif command in COMMANDS:
             module, _, function = COMMANDS[command].partition(":")
