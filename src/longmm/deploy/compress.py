@@ -28,6 +28,7 @@ import json
 import shlex
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -402,7 +403,10 @@ def fine_tune(
         log_every_n_steps=10,
     )
     wrapper.train()  # a loaded run is in eval mode; Lightning keeps the mode it is given
-    trainer.fit(wrapper, datamodule=datamodule)
+    with warnings.catch_warnings():
+        # The teacher's modules stay in eval mode on purpose.
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode")
+        trainer.fit(wrapper, datamodule=datamodule)
     if checkpoint.best_model_path:
         state = read_checkpoint(checkpoint.best_model_path)["state_dict"]
         wrapper.load_state_dict(state)
