@@ -48,6 +48,7 @@ class Limits:
     max_image_pixels: int = 4096 * 4096
     max_audio_seconds: float = 60.0
     max_text_tokens: int = 16_384
+    max_document_tokens: int = 2_000_000
 
 
 class InputError(LongmmError):
@@ -231,21 +232,18 @@ class ServedRun:
     prep: Preprocessor
     classes: list[str]
     test_metrics: dict[str, Any] = field(default_factory=dict)
+    task: str = "Classify"
+    fusion: str | None = None  # the fusion module's class name
 
     @property
     def modalities(self) -> list[str]:
         return list(self.prep.modalities)
 
-    @property
-    def fusion(self) -> str | None:
-        fusion = getattr(self.model, "fusion", None)
-        return type(fusion).__name__ if fusion is not None else None
-
     def describe(self) -> dict[str, Any]:
         """What a client needs to know to call the model."""
         return {
             "name": self.name,
-            "task": type(self.model).__name__,
+            "task": self.task,
             "modalities": self.modalities,
             "classes": self.classes,
             "fusion": self.fusion,
@@ -360,4 +358,14 @@ def load_served_run(
     if (run / "metrics.json").is_file():
         metrics = json.loads((run / "metrics.json").read_text()).get("test", {})
     classes = [str(c) for c in state.get("classes") or []]
-    return ServedRun(name or run.resolve().name, run, model, prep, classes, metrics)
+    fusion = getattr(model, "fusion", None)
+    return ServedRun(
+        name or run.resolve().name,
+        run,
+        model,
+        prep,
+        classes,
+        metrics,
+        task=type(model).__name__,
+        fusion=type(fusion).__name__ if fusion is not None else None,
+    )

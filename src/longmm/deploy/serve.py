@@ -67,6 +67,7 @@ class ServeOptions:
     grace_s: float = 30.0
     log_level: str = "warning"
     accelerator: str = "auto"
+    read_strategy: str = "hybrid"
 
 
 # ---- inference workers ----------------------------------------------------------------------
@@ -381,7 +382,7 @@ def build_app(server: Any, runs: dict[str, ServedRun], options: ServeOptions) ->
     )
     async def read(request: Request) -> Any:
         fields = await read_fields(request, limits.max_request_bytes, READ_FIELDS)
-        return await run_in_threadpool(answer_question, fields, limits)
+        return await run_in_threadpool(answer_question, fields, options)
 
     app.add_middleware(MetricsMiddleware)
     return app
@@ -392,22 +393,24 @@ def build_app(server: Any, runs: dict[str, ServedRun], options: ServeOptions) ->
 
 def reader_available() -> bool:
     """Whether this installation has the long-document reader (``longmm.reading``)."""
-    import importlib.util
+    try:
+        from longmm.reading.reader import RetrievalReader  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
-    return importlib.util.find_spec("longmm.reading") is not None
 
-
-def answer_question(fields: dict[str, Any], limits: Limits) -> dict[str, Any]:
+def answer_question(fields: dict[str, Any], options: ServeOptions) -> dict[str, Any]:
     if not reader_available():
         raise InputError(
             "endpoint",
-            "/read needs the long-document reader (longmm.reading), which this installation "
-            "does not have yet",
+            "/read needs the long-document reader (longmm.reading.reader), which this "
+            "installation does not have",
             501,
         )
     from longmm.deploy.reading import answer
 
-    return answer(fields, limits)
+    return answer(fields, options.limits, options.read_strategy)
 
 
 # ---- the server and its lifetime ------------------------------------------------------------
@@ -514,6 +517,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--max-image-pixels", type=int, default=Limits.max_image_pixels)
     parser.add_argument("--max-audio-seconds", type=float, default=Limits.max_audio_seconds)
     parser.add_argument("--max-text-tokens", type=int, default=Limits.max_text_tokens)
+    parser.add_argument("--max-document-tokens", type=int, default=Limits.max_document_tokens)
+    parser.add_argument(
+        "--read-strategy",
+        default="hybrid",
+        choices=("bm25", "dense", "hybrid"),
+        help="retrieval for POST /read",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="request timeout, seconds")
     parser.add_argument(
         "--accelerator", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="device"
@@ -528,6 +538,7 @@ def main(argv: list[str]) -> None:
         max_image_pixels=args.max_image_pixels,
         max_audio_seconds=args.max_audio_seconds,
         max_text_tokens=args.max_text_tokens,
+        max_document_tokens=args.max_document_tokens,
     )
     options = ServeOptions(
         host=args.host,
@@ -540,6 +551,7 @@ def main(argv: list[str]) -> None:
         timeout_s=args.timeout,
         log_level=args.log_level,
         accelerator=args.accelerator,
+        read_strategy=args.read_strategy,
     )
     logging.getLogger("litserve").setLevel(getattr(logging, args.log_level.upper()))
     serve(args.runs, options)
