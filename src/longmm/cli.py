@@ -255,6 +255,7 @@ def recipe_path(name: str) -> Path:
 QUICKSTART = (
     ("cnn_digits", "CNN (residual, batch norm) on embedded digits"),
     ("cnn_digits_article", "CNN (the article's network) on embedded digits"),
+    ("fusion_av_digits", "image + audio fusion on embedded audio-visual digits"),
 )
 
 
