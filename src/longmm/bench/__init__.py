@@ -37,12 +37,19 @@ def main(args: list[str]) -> None:
     fusion.add_argument(
         "--jobs", type=int, default=1, help="runs at a time (each its own process; default 1)"
     )
+    from longmm.bench.serve import add_parser as add_serve
+
+    add_serve(sub)
     opts = parser.parse_args(args)
     opts.argv = list(args[1:])
     if opts.bench == "fusion":
         from longmm.bench.fusion import run_fusion_bench
 
         run_fusion_bench(opts)
+    if opts.bench == "serve":
+        from longmm.bench.serve import run_serve_bench
+
+        run_serve_bench(opts)
     if opts.bench == "recipes":
         from longmm.bench.recipes import run_recipes_bench
 

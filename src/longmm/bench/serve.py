@@ -1,0 +1,430 @@
+"""``longmm bench serve``: a bounded load on a real ``longmm serve`` process, for one request
+per model call (``--max-batch 1``) and for dynamic batching, in one run.
+
+For each configuration the server is started as its own process on a free loopback port
+(the command a user types), warmed up, then sent ``--requests`` requests by ``--concurrency``
+concurrent clients, of which ``--malformed`` (a share) are broken in varied ways: invalid JSON,
+unknown fields, missing inputs, wrong types, an unknown model, too many tokens, an image for a
+text model, bad base64, a wrong content type, no API key, an oversized body. Then it is
+stopped with SIGTERM. Reported per configuration: throughput, latency percentiles of the good
+requests, counts by status code, the batch-size histogram scraped from ``/metrics``, whether
+every malformed request got a 4xx, and whether the server crashed (exited other than cleanly,
+or dropped a connection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import os
+import random
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longmm.io import atomic_write_json
+
+KEY = "bench-key"
+MACHINE = "2-core CPU, shared/loaded machine"
+MALFORMED_KINDS = (
+    "invalid_json",
+    "unknown_field",
+    "no_inputs",
+    "text_not_string",
+    "unknown_model",
+    "too_many_tokens",
+    "wrong_modality",
+    "bad_base64",
+    "wrong_content_type",
+    "no_api_key",
+    "oversized_body",
+)
+MAX_REQUEST_MB = 1.0
+MAX_TEXT_TOKENS = 256
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="load test of longmm serve: max-batch 1 vs dynamic batching")
+    p.add_argument("--run", default=None, help="run folder to serve (default: train one)")
+    p.add_argument(
+        "--recipe",
+        default="recipes/rnn_sentiment.yaml",
+        help="recipe trained when --run is not given",
+    )
+    p.add_argument("--runs", default="benchmarks/runs", help="parent folder of a trained run")
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--malformed", type=float, default=0.1, help="share of malformed requests")
+    p.add_argument("--max-batch", type=int, default=32, help="the dynamic batching row's size")
+    p.add_argument("--batch-timeout-ms", type=float, default=10.0)
+    p.add_argument("--warmup", type=int, default=64, help="requests sent before measuring")
+    p.add_argument("--threads", type=int, default=1, help="torch threads in the server")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default="benchmarks/results/serve.json", help="output JSON")
+
+
+# ---- payloads -------------------------------------------------------------------------------
+
+
+def _texts(n: int, seed: int) -> list[str]:
+    from longmm.data.builtin import BUILTINS
+
+    pool = [s.inputs["text"] for s in BUILTINS["sentiment"].read().splits["all"]]
+    rng = random.Random(seed)
+    return [rng.choice(pool) for _ in range(n)]
+
+
+def _images(n: int, seed: int) -> list[bytes]:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().images  # (1797, 8, 8) in 0..16
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        buf = io.BytesIO()
+        pixels = (digits[rng.randrange(len(digits))] * 255 / 16).astype(np.uint8)
+        Image.fromarray(pixels).save(buf, "PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def _clips(n: int, seed: int, rate: int = 8000) -> list[bytes]:
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        t = np.arange(int(rate * rng.uniform(0.3, 0.8))) / rate
+        wave = 0.3 * np.sin(2 * np.pi * rng.uniform(150, 400) * t) * np.exp(-3 * t)
+        buf = io.BytesIO()
+        sf.write(buf, wave.astype(np.float32), rate, format="WAV")
+        out.append(buf.getvalue())
+    return out
+
+
+@dataclass
+class Request:
+    body: bytes
+    headers: dict[str, str]
+    malformed: str | None = None  # the kind, for a broken request
+
+
+def build_requests(
+    model: str, modalities: list[str], n: int, malformed: float, seed: int
+) -> list[Request]:
+    """``n`` requests in a fixed shuffled order: good ones for the model's modalities, and
+    about ``malformed * n`` broken ones cycling through ``MALFORMED_KINDS``."""
+    rng = random.Random(seed)
+    n_bad = round(n * malformed)
+    texts = _texts(n, seed) if "text" in modalities else []
+    images = _images(n, seed) if "image" in modalities else []
+    clips = _clips(min(n, 200), seed) if "audio" in modalities else []
+    json_headers = {"Content-Type": "application/json", "X-API-Key": KEY}
+
+    def good(i: int) -> dict[str, Any]:
+        payload: dict[str, Any] = {"model": model}
+        if texts:
+            payload["text"] = texts[i]
+        if images:
+            payload["image"] = base64.b64encode(images[i]).decode()
+        if clips:
+            payload["audio"] = base64.b64encode(clips[i % len(clips)]).decode()
+        return payload
+
+    requests = [Request(json.dumps(good(i)).encode(), json_headers) for i in range(n - n_bad)]
+    for j in range(n_bad):
+        kind = MALFORMED_KINDS[j % len(MALFORMED_KINDS)]
+        base = good(j)
+        headers = dict(json_headers)
+        if kind == "invalid_json":
+            body = json.dumps(base).encode()[:-3]
+        elif kind == "unknown_field":
+            body = json.dumps({**base, "colour": "blue"}).encode()
+        elif kind == "no_inputs":
+            body = json.dumps({"model": model}).encode()
+        elif kind == "text_not_string":
+            body = json.dumps({"model": model, "text": [1, 2, 3]}).encode()
+        elif kind == "unknown_model":
+            body = json.dumps({**base, "model": "no-such-model"}).encode()
+        elif kind == "too_many_tokens":
+            body = json.dumps({"model": model, "text": "word " * (4 * MAX_TEXT_TOKENS)}).encode()
+        elif kind == "wrong_modality":
+            other = "image" if "image" not in modalities else "text"
+            value = base64.b64encode(b"\x89PNG not really").decode() if other == "image" else "hi"
+            body = json.dumps({"model": model, other: value}).encode()
+        elif kind == "bad_base64":
+            body = json.dumps({"model": model, "image": "@@not base64@@"}).encode()
+        elif kind == "wrong_content_type":
+            body = b"text=hello"
+            headers["Content-Type"] = "text/plain"
+        elif kind == "no_api_key":
+            body = json.dumps(base).encode()
+            headers.pop("X-API-Key")
+        else:  # oversized_body
+            body = b'{"model": "x", "text": "' + b"a" * int(MAX_REQUEST_MB * 1.2e6) + b'"}'
+        requests.append(Request(body, headers, kind))
+    rng.shuffle(requests)
+    return requests
+
+
+# ---- the server -----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    def __init__(self, run: Path, max_batch: int, timeout_ms: float, threads: int, log: Path):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [
+            sys.executable,
+            "-m",
+            "longmm.cli",
+            "serve",
+            str(run),
+            "--port",
+            str(self.port),
+            "--max-batch",
+            str(max_batch),
+            "--batch-timeout-ms",
+            str(timeout_ms),
+            "--api-key",
+            KEY,
+            "--max-text-tokens",
+            str(MAX_TEXT_TOKENS),
+            "--max-request-mb",
+            str(MAX_REQUEST_MB),
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        self.log = open(log, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            self.command, stdout=self.log, stderr=subprocess.STDOUT, env=env
+        )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited while starting; see {log}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"server not ready after 180 s; see {log}")
+
+    def metrics(self) -> str:
+        req = urllib.request.Request(self.url + "/metrics", headers={"X-API-Key": KEY})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.read().decode()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return None
+        self.log.close()
+        return self.proc.returncode
+
+
+def batch_histogram(metrics_text: str) -> dict[str, int]:
+    """Model calls per batch-size bucket (``"<=N"``), from the cumulative histogram."""
+    cumulative: list[tuple[float, float]] = []
+    for line in metrics_text.splitlines():
+        if line.startswith("longmm_batch_size_bucket{"):
+            labels, value = line.rsplit(" ", 1)
+            le = labels.split('le="', 1)[1].split('"', 1)[0]
+            cumulative.append((float("inf") if le == "+Inf" else float(le), float(value)))
+    cumulative.sort()
+    hist, previous = {}, 0.0
+    for le, count in cumulative:
+        if count - previous > 0:
+            hist["<=inf" if le == float("inf") else f"<={int(le)}"] = int(count - previous)
+        previous = count
+    return hist
+
+
+# ---- the load -------------------------------------------------------------------------------
+
+
+async def _send_all(
+    url: str, requests: list[Request], concurrency: int
+) -> list[tuple[Request, int | str, float]]:
+    import aiohttp
+
+    results: list[tuple[Request, int | str, float]] = []
+    queue: asyncio.Queue[Request] = asyncio.Queue()
+    for r in requests:
+        queue.put_nowait(r)
+    timeout = aiohttp.ClientTimeout(total=120)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+
+        async def client() -> None:
+            while not queue.empty():
+                r = queue.get_nowait()
+                start = time.perf_counter()
+                try:
+                    async with session.post(url, data=r.body, headers=r.headers) as resp:
+                        await resp.read()
+                        status: int | str = resp.status
+                except (TimeoutError, aiohttp.ClientError) as err:
+                    status = f"error: {type(err).__name__}"
+                results.append((r, status, time.perf_counter() - start))
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return results
+
+
+def measure(
+    server: ServerProcess, requests: list[Request], warmup: list[Request], concurrency: int
+) -> dict[str, Any]:
+    url = server.url + "/predict"
+    asyncio.run(_send_all(url, warmup, concurrency))
+    before = batch_histogram(server.metrics())
+    start = time.perf_counter()
+    results = asyncio.run(_send_all(url, requests, concurrency))
+    seconds = time.perf_counter() - start
+    after = batch_histogram(server.metrics())
+    hist = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    hist = {k: v for k, v in hist.items() if v > 0}
+    codes = Counter(str(status) for _, status, _ in results)
+    good = [t for r, status, t in results if r.malformed is None and status == 200]
+    bad = [(r, status) for r, status, _ in results if r.malformed is not None]
+    not_4xx = Counter(r.malformed for r, s in bad if not (isinstance(s, int) and 400 <= s < 500))
+    lat = np.array(good) * 1000 if good else np.array([float("nan")])
+    return {
+        "requests": len(results),
+        "seconds": round(seconds, 3),
+        "throughput_rps": round(len(results) / seconds, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p90_ms": round(float(np.percentile(lat, 90)), 2),
+        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+        "status_counts": dict(sorted(codes.items())),
+        "good_ok": len(good),
+        "malformed": len(bad),
+        "malformed_not_4xx": dict(not_4xx),
+        "malformed_codes": dict(sorted(Counter(f"{r.malformed}:{s}" for r, s in bad).items())),
+        "batch_size_histogram": hist,
+        "connection_errors": sum(v for k, v in codes.items() if k.startswith("error")),
+    }
+
+
+# ---- the benchmark --------------------------------------------------------------------------
+
+
+def _trained_run(opts: argparse.Namespace) -> Path:
+    if opts.run:
+        return Path(opts.run)
+    run = Path(opts.runs) / f"serve_{Path(opts.recipe).stem}"
+    if not (run / "checkpoints" / "best.ckpt").is_file():
+        print(f"[bench serve] training {opts.recipe} into {run}", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "longmm.cli", "fit", "--config", opts.recipe, "--out", str(run)],
+            check=True,
+        )
+    return run
+
+
+def run_serve_bench(opts: argparse.Namespace) -> dict[str, Any]:
+    from longmm.deploy.runfolder import load_served_run
+
+    run = _trained_run(opts)
+    served = load_served_run(run)
+    model, modalities = served.name, served.modalities
+    del served
+    requests = build_requests(model, modalities, opts.requests, opts.malformed, opts.seed)
+    warmup = [
+        r
+        for r in build_requests(model, modalities, opts.warmup, 0.0, opts.seed + 1)
+        if r.malformed is None
+    ]
+    out_json = Path(opts.json)
+    logs = out_json.parent / "serve_logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for max_batch in (1, opts.max_batch):
+        print(f"[bench serve] max_batch={max_batch}: starting the server", flush=True)
+        server = ServerProcess(
+            run, max_batch, opts.batch_timeout_ms, opts.threads, logs / f"max_batch_{max_batch}.log"
+        )
+        try:
+            row = measure(server, requests, warmup, opts.concurrency)
+            alive = server.alive()
+        finally:
+            code = server.stop()
+        row = {
+            "max_batch": max_batch,
+            "batch_timeout_ms": opts.batch_timeout_ms if max_batch > 1 else 0.0,
+            **row,
+            "exit_code": code,
+            "crashed": (not alive) or code != 0 or row["connection_errors"] > 0,
+            "server_command": shlex.join(["longmm", *server.command[3:]]),
+        }
+        rows.append(row)
+        print(
+            f"  {row['throughput_rps']} req/s, p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
+            f"codes {row['status_counts']}, batches {row['batch_size_histogram']}",
+            flush=True,
+        )
+    one, dyn = rows
+    five_xx = sum(
+        v for r in rows for k, v in r["status_counts"].items() if k.isdigit() and k[0] == "5"
+    )
+    checks = {
+        "zero_5xx": five_xx == 0,
+        "no_crash": not any(r["crashed"] for r in rows),
+        "malformed_all_4xx": all(not r["malformed_not_4xx"] for r in rows),
+        "throughput_ratio": round(dyn["throughput_rps"] / one["throughput_rps"], 2),
+        "p99_ratio": round(dyn["p99_ms"] / one["p99_ms"], 2),
+    }
+    checks["met"] = (
+        checks["zero_5xx"]
+        and checks["no_crash"]
+        and checks["malformed_all_4xx"]
+        and checks["throughput_ratio"] >= 3.0
+        and checks["p99_ratio"] <= 2.0
+    )
+    result = {
+        "rows": rows,
+        "checks": checks,
+        "model": {"run": str(run), "name": model, "modalities": modalities},
+        "load": {
+            "requests": opts.requests,
+            "concurrency": opts.concurrency,
+            "malformed_share": opts.malformed,
+            "malformed_kinds": list(MALFORMED_KINDS),
+            "warmup_requests": len(warmup),
+            "server_torch_threads": opts.threads,
+        },
+        "machine": MACHINE,
+        "command": "longmm bench serve " + " ".join(shlex.quote(a) for a in opts.argv),
+    }
+    atomic_write_json(out_json, result)
+    print(f"[bench serve] {json.dumps(checks)}\nwrote {out_json}", flush=True)
+    return result
