@@ -365,7 +365,7 @@ def run_serve_bench(opts: argparse.Namespace) -> dict[str, Any]:
         if r.malformed is None
     ]
     out_json = Path(opts.json)
-    logs = out_json.parent / "serve_logs"
+    logs = Path(opts.runs) / "serve_logs"
     logs.mkdir(parents=True, exist_ok=True)
     rows = []
     for max_batch in (1, opts.max_batch):
