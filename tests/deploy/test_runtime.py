@@ -107,3 +107,56 @@ def test_runtime_names_bad_input(image_export: Path, tmp_path: Path) -> None:
     manifest.write_text('{"image": "a.png"}\n{not json\n')
     with pytest.raises(DataError, match=r"m.jsonl:2: not valid JSON"):
         read_samples([], [], str(manifest), ["image"])
+
+
+FUSION_RECIPE = """\
+seed_everything: 1
+model:
+  class_path: longmm.tasks.Classify
+  init_args:
+    encoders:
+      image:
+        class_path: longmm.encoders.ResNetCNN
+        init_args: {in_channels: 1, image_size: 8, widths: [8, 16], dim: 16}
+      audio:
+        class_path: longmm.encoders.AudioCNN
+        init_args: {n_mels: 40, dim: 16, channels: [8, 16]}
+    fusion:
+      class_path: longmm.fusion.WeightedFusion
+      init_args: {out_dim: 16}
+    attribution_samples: 0
+data:
+  class_path: longmm.data.AVDigits
+  init_args: {image_noise: 0.3, audio_snr_db: 0, batch_size: 64}
+trainer:
+  max_epochs: 1
+  limit_train_batches: 4
+  enable_progress_bar: false
+  enable_model_summary: false
+"""
+
+
+@pytest.mark.slow
+def test_fusion_export_and_numpy_log_mel_match_the_model(tmp_path: Path) -> None:
+    """Image + audio: the runtime's numpy STFT/log-mel and image path give the logits of the
+    trained fusion model on the same raw (corrupted) pairs, and int8 is static."""
+    from longmm.deploy.export import export_run
+
+    from .conftest import fit
+
+    run_dir = fit(FUSION_RECIPE, tmp_path / "av")
+    report = export_run(run_dir, tmp_path / "export", quantize="int8", repeats=1)
+    assert report["parity"]["max_abs_diff"] <= 1e-4
+    assert report["quantization"]["method"] == "static"
+    run = load_run(run_dir)
+    dm = run.datamodule
+    ds = dm.datasets["test"]
+    items = [ds[i] for i in range(16)]
+    with torch.no_grad():
+        logits = run.model(prepare(dm, dm.collate_fn()(items))).numpy()
+    samples = [
+        {"image": it["image"].permute(1, 2, 0).numpy(), "audio": (it["audio"].numpy(), 8000)}
+        for it in items
+    ]
+    clf = OnnxClassifier(tmp_path / "export", model="fp32")
+    np.testing.assert_allclose(clf.logits(samples), logits, atol=1e-4)

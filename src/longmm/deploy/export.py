@@ -386,7 +386,9 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"int8: {q['method']} quantization; weights {q['weights']}, activations "
-            f"{q['activations']}; quantized ops: {', '.join(q['quantized_ops'])}.",
+            f"{q['activations']}; quantization ops: "
+            + ", ".join(f"{op} x{n}" for op, n in q["quantization_ops"].items())
+            + ".",
         ]
     lines += ["", "torch_fp32 bytes: the state dict's tensors (fp32)."]
     return "\n".join(lines) + "\n"

@@ -11,9 +11,12 @@ of several sizes before it is accepted.
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -217,7 +220,7 @@ def quantize_int8(
     try:
         # Shape inference and graph optimizations (BatchNorm folded into Conv) first.
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=chosen == "static")
-        with atomic_path(out_path) as tmp:
+        with atomic_path(out_path) as tmp, _quiet_root_logger():
             if chosen == "static":
                 if calibration is None:
                     raise LongmmError("static quantization needs calibration inputs")
@@ -241,17 +244,31 @@ def quantize_int8(
     finally:
         pre.unlink(missing_ok=True)
         Path(f"{pre}.data").unlink(missing_ok=True)
-    quantized = sorted(
-        op
-        for op in op_types(out_path)
-        if "Quant" in op or op.endswith("Integer") or op.startswith("QLinear")
+    graph = onnx.load(str(out_path), load_external_data=False).graph
+    counts = Counter(
+        n.op_type
+        for n in graph.node
+        if "quant" in n.op_type.lower() or n.op_type.endswith("Integer")
     )
     return {
         "method": chosen,
         "weights": "int8 per channel" if chosen == "static" else "int8",
         "activations": "uint8, calibrated (MinMax)" if chosen == "static" else "dynamic",
-        "quantized_ops": quantized,
+        "quantization_ops": dict(sorted(counts.items())),
     }
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs per-tensor notes (1-D weights that have no channel
+    axis to quantize per channel) on the root logger; they say nothing to a user."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 # ---- timing -------------------------------------------------------------------------------
