@@ -240,6 +240,17 @@ def test_sample_labels() -> None:
         GAN(image_size=8, width=8).sample(2, labels=1)
 
 
+def test_truncated_noise_stays_inside_and_is_seeded() -> None:
+    model = GAN(image_size=8, width=8, latent_dim=16, truncation=0.5)
+    z = model.noise(200, generator=torch.Generator().manual_seed(0))
+    assert z.shape == (200, 16) and z.abs().max() <= 0.5
+    assert torch.equal(z, model.noise(200, generator=torch.Generator().manual_seed(0)))
+    assert model.fixed_noise.abs().max() <= 0.5
+    assert GAN(image_size=8, width=8).noise(2000).abs().max() > 2  # off by default
+    with pytest.raises(ValueError, match="truncation"):
+        GAN(image_size=8, width=8, truncation=0)
+
+
 def test_judged_samples_metric() -> None:
     metric = JudgedSamples(num_classes=4, confidence=0.9)
     probs = torch.tensor([[0.95, 0.05, 0, 0], [0, 0.5, 0.5, 0], [0, 0, 0.05, 0.95]])

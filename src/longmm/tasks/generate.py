@@ -213,6 +213,8 @@ class GAN(Task):
     Without it, the judge metrics are skipped (with a warning) and the last epoch is kept.
     Sample grids from fixed noise go to ``<run>/plots/samples_epoch{N}.png`` every
     ``sample_every_n_epochs`` epochs (0: never) and ``plots/samples.png`` at the end.
+    ``truncation`` (off by default) draws sampling noise from a normal truncated to
+    [-t, t] for evaluation, grids and ``longmm generate``; training noise is never truncated.
     """
 
     monitor: str | None = "val/fid"
@@ -243,6 +245,7 @@ class GAN(Task):
         test_samples: int = 2000,
         sample_every_n_epochs: int = 5,
         sample_seed: int = 0,
+        truncation: float | None = None,
     ) -> None:
         super().__init__(optimizer="adam", lr=lr, weight_decay=0.0, scheduler="constant")
         if loss not in ("nonsaturating", "hinge"):
@@ -251,6 +254,8 @@ class GAN(Task):
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         if min(val_samples, test_samples) < 2:
             raise ValueError("val_samples and test_samples must be at least 2 (FID needs two)")
+        if truncation is not None and truncation <= 0:
+            raise ValueError(f"truncation must be > 0 (or null for none), got {truncation}")
         if conditional and num_classes < 2:
             raise ValueError(f"a conditional GAN needs num_classes >= 2, got {num_classes}")
         self.save_recipe_hyperparameters()
@@ -272,6 +277,7 @@ class GAN(Task):
         self.test_samples = test_samples
         self.sample_every_n_epochs = sample_every_n_epochs
         self.sample_seed = sample_seed
+        self.truncation = truncation
         self.monitor = "val/fid" if judge else None
         labels = num_classes if conditional else 0
         self.generator = DCGANGenerator(
@@ -299,9 +305,7 @@ class GAN(Task):
         # made again from ``sample_seed``.
         grid_n = num_classes * 10 if conditional else 64
         g = torch.Generator().manual_seed(sample_seed)
-        self.register_buffer(
-            "fixed_noise", torch.randn(grid_n, latent_dim, generator=g), persistent=False
-        )
+        self.register_buffer("fixed_noise", self.noise(grid_n, generator=g), persistent=False)
         self.register_buffer(
             "fixed_labels",
             torch.arange(num_classes).repeat_interleave(10) if conditional else torch.zeros(0),
@@ -348,8 +352,20 @@ class GAN(Task):
         else:
             labels = labels.to(self.device)
         g = torch.Generator().manual_seed(seed) if seed is not None else None
-        z = torch.randn(n, self.latent_dim, generator=g).to(self.device)
+        z = self.noise(n, generator=g).to(self.device)
         return self._generate(z, labels, batch_size)
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` latent vectors ``(n, latent_dim)`` for sampling (not for training): standard
+        normal, or with ``truncation`` t each coordinate redrawn until |z| <= t (the truncation
+        trick, Brock et al. 2019: fewer odd samples, less variety; coverage and FID show it)."""
+        z = torch.randn(n, self.latent_dim, generator=generator)
+        if self.truncation is not None:
+            outside = z.abs() > self.truncation
+            while outside.any():
+                z[outside] = torch.randn(int(outside.sum()), generator=generator)
+                outside = z.abs() > self.truncation
+        return z
 
     def _generate(self, z: Tensor, labels: Tensor | None, batch_size: int = 500) -> Tensor:
         net = self.sampler
@@ -540,7 +556,7 @@ class GAN(Task):
         if labels is not None:
             labels = labels[rank * per_rank : (rank + 1) * per_rank]
         g = torch.Generator().manual_seed(seed * 1000 + rank)
-        z = torch.randn(min(per_rank, n - rank * per_rank), self.latent_dim, generator=g)
+        z = self.noise(min(per_rank, n - rank * per_rank), generator=g)
         fid = self._judging[f"fid_{stage}"]
         for start in range(0, len(z), 500):
             part = labels[start : start + 500] if labels is not None else None
