@@ -37,6 +37,9 @@ def main(args: list[str]) -> None:
     fusion.add_argument(
         "--jobs", type=int, default=1, help="runs at a time (each its own process; default 1)"
     )
+    from longmm.bench.needle import add_parser as add_needle
+
+    add_needle(sub)
     from longmm.bench.serve import add_parser as add_serve
 
     add_serve(sub)
@@ -46,6 +49,10 @@ def main(args: list[str]) -> None:
         from longmm.bench.fusion import run_fusion_bench
 
         run_fusion_bench(opts)
+    if opts.bench == "needle":
+        from longmm.bench.needle import run_needle_bench
+
+        run_needle_bench(opts)
     if opts.bench == "serve":
         from longmm.bench.serve import run_serve_bench
 

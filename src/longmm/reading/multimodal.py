@@ -1,0 +1,294 @@
+"""Multimodal documents: figures and audio clips read by trained encoders, answered in place.
+
+A document's figures and clips (``Document.assets``, from multimodal JSONL) stand in its text
+as placeholder lines (``[Figure 12: caption]``) at their positions, so retrieval ranks them
+with the text around them and citations point at them. When the reader indexes a document,
+every asset also goes through the classifier of its modality (a digit CNN trained by
+``recipes/cnn_digits.yaml`` for figures; any ``longmm fit`` classifier run can be packaged
+with :func:`export_asset_model`), and the prediction is stored with the index at the asset's
+position.
+
+To answer, :class:`MultimodalReader` retrieves evidence as the retrieval reader does, then
+finds the evidence unit the question is about (:class:`~longmm.reading.answer.BestSentence`:
+shared rare words plus dense similarity). If that unit is an asset's placeholder ("What digit
+does figure 12 show?" matches ``[Figure 12: ...]``), the answer is what the asset's encoder
+read from the image or the clip, cited at the placeholder; otherwise the text extractor (the
+trained span head) answers from the evidence text.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from longmm.errors import DataError
+from longmm.reading.answer import Answer, AnswerExtractor, AnswerSpan, BestSentence
+from longmm.reading.document import Asset, Document
+from longmm.reading.reader import DocumentIndex, Progress, RetrievalReader, Strategy
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+PACKAGED_IMAGE_MODEL = WEIGHTS / "digits_cnn.safetensors"
+
+
+# -- asset classifiers ---------------------------------------------------------------------------
+class AssetModel:
+    """A trained classifier for one modality, with the preprocessing it was trained with.
+
+    Stored as one safetensors file: the classifier's weights, and as metadata the recipe's
+    ``model`` section (to rebuild it) and the data module's preprocessing (classes, image size,
+    normalization statistics)."""
+
+    def __init__(self, model: torch.nn.Module, kind: str, preprocessing: dict[str, Any]) -> None:
+        self.model = model.eval()
+        self.kind = kind
+        self.prep = preprocessing
+        self.classes = [str(c) for c in preprocessing["classes"]]
+
+    @classmethod
+    def load(cls, path: str | Path) -> AssetModel:
+        from safetensors import safe_open
+
+        from longmm.runs import load_weights
+
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(str(path), "asset model weights not found")
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        for key in ("model", "preprocessing", "kind"):
+            if key not in meta:
+                raise DataError(str(path), f"no {key!r} metadata: not an asset model file")
+        model = _build_task(json.loads(meta["model"]), str(path))
+        model.load_state_dict(load_weights(path))
+        return cls(model, meta["kind"], json.loads(meta["preprocessing"]))
+
+    @torch.no_grad()
+    def predict(self, items: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+        """Class and probability for each image (uint8 ``(H, W[, C])``)."""
+        if not items:
+            return []
+        if self.kind != "image":
+            raise DataError(self.kind, "only image asset models are supported")
+        from longmm.data.image import ImageNormalizer, to_chw_uint8
+
+        size, channels = int(self.prep["image_size"]), int(self.prep["channels"])
+        batch = torch.stack([to_chw_uint8(a, channels=channels, size=size) for a in items])
+        norm = ImageNormalizer(channels, self.prep.get("normalize", "standard"))
+        if "mean" in self.prep:
+            norm.mean.copy_(torch.tensor(self.prep["mean"]))
+            norm.std.copy_(torch.tensor(self.prep["std"]))
+        probs = torch.softmax(self.model({"image": norm(batch)}), dim=-1)
+        conf, idx = probs.max(dim=-1)
+        return [(self.classes[int(i)], float(c)) for i, c in zip(idx, conf, strict=True)]
+
+
+def _build_task(model_config: dict[str, Any], where: str) -> torch.nn.Module:
+    from jsonargparse import ArgumentParser
+
+    from longmm.tasks import Task
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(Task, "model", required=True)
+    try:
+        parsed = parser.parse_object({"model": model_config})
+    except Exception as err:  # jsonargparse raises its own error types
+        raise DataError(where, f"cannot rebuild the model from its metadata: {err}") from err
+    return parser.instantiate_classes(parsed).model
+
+
+def export_asset_model(run: str | Path, out: str | Path, kind: str = "image") -> Path:
+    """Package a ``longmm fit`` classifier run (``config.yaml``, ``data.json``,
+    ``checkpoints/best.safetensors``) as one asset-model file."""
+    import yaml
+
+    from longmm.runs import load_weights, save_weights
+
+    run = Path(run)
+    for name in ("config.yaml", "data.json", "checkpoints/best.safetensors"):
+        if not (run / name).is_file():
+            raise DataError(str(run / name), "missing: give a finished `longmm fit` run folder")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    prep = json.loads((run / "data.json").read_text())["preprocessing"]
+    model = dict(config["model"])
+    init = dict(model.get("init_args") or {})
+    init["num_classes"] = len(prep["classes"])
+    model["init_args"] = init
+    meta = {"model": json.dumps(model), "preprocessing": json.dumps(prep), "kind": kind}
+    save_weights(load_weights(run / "checkpoints" / "best.safetensors"), out, metadata=meta)
+    return Path(out)
+
+
+def read_asset(asset: Asset) -> np.ndarray:
+    """An image asset's pixels (uint8 ``(H, W, C)``)."""
+    if asset.kind != "image":
+        raise DataError(asset.path, f"{asset.kind} assets have no reader here")
+    from longmm.data.sources.images import decode_image
+
+    return decode_image(asset.path)
+
+
+# -- the reader ----------------------------------------------------------------------------------
+@dataclass
+class AssetReading:
+    """What an asset's encoder read: the class and its probability."""
+
+    label: str
+    probability: float
+    model: str
+
+
+@dataclass
+class MultimodalIndex:
+    """A retrieval index plus what each asset shows: ``readings[(doc, asset)]``."""
+
+    index: DocumentIndex
+    readings: dict[tuple[int, int], AssetReading] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class MultimodalReader:
+    """The retrieval reader for documents with figures and audio clips (see the module doc).
+
+    ``extractor`` answers from text (default: the trained span head, :class:`SpanExtractor`);
+    ``image_model`` reads figures (default: the packaged digit CNN); other arguments go to
+    :class:`~longmm.reading.reader.RetrievalReader`."""
+
+    def __init__(
+        self,
+        strategy: Strategy = "hybrid",
+        top_k: int = 3,
+        extractor: AnswerExtractor | None = None,
+        image_model: AssetModel | str | Path | None = None,
+        **reader_options: Any,
+    ) -> None:
+        if extractor is None:
+            from longmm.reading.span import SpanExtractor
+
+            extractor = SpanExtractor()
+        self.reader = RetrievalReader(
+            strategy=strategy, top_k=top_k, extractor=extractor, **reader_options
+        )
+        self.strategy = strategy
+        self._image_model = image_model
+
+    @property
+    def image_model(self) -> AssetModel:
+        if not isinstance(self._image_model, AssetModel):
+            self._image_model = AssetModel.load(self._image_model or PACKAGED_IMAGE_MODEL)
+        return self._image_model
+
+    def index(
+        self,
+        documents: Sequence[Document | str | Path] | Document | str | Path,
+        progress: Progress | None = None,
+    ) -> MultimodalIndex:
+        t0 = time.perf_counter()
+        index = self.reader.index(documents, progress)
+        readings: dict[tuple[int, int], AssetReading] = {}
+        images = [
+            (d, a)
+            for d, doc in enumerate(index.documents)
+            for a, asset in enumerate(doc.assets)
+            if asset.kind == "image"
+        ]
+        if images:
+            pixels = [read_asset(index.documents[d].assets[a]) for d, a in images]
+            for (d, a), (label, p) in zip(images, self.image_model.predict(pixels), strict=True):
+                readings[(d, a)] = AssetReading(label, p, "image")
+        return MultimodalIndex(index, readings, time.perf_counter() - t0)
+
+    def answer(
+        self,
+        question: str,
+        documents: MultimodalIndex | Sequence[Document | str | Path] | Document | str | Path,
+        progress: Progress | None = None,
+    ) -> Answer:
+        t0 = time.perf_counter()
+        if not question or not question.strip():
+            raise DataError("question", "empty question")
+        mm = (
+            documents if isinstance(documents, MultimodalIndex) else self.index(documents, progress)
+        )
+        t_index = time.perf_counter()
+        ranked = self.reader.rank(question, mm.index, progress)
+        evidence = self.reader.expand(question, mm.index, ranked)
+        t_rank = time.perf_counter()
+        span = self._asset_answer(question, mm, evidence) if mm.readings else None
+        if span is None and evidence:
+            span = self.reader.extractor.extract(question, evidence)
+        t_end = time.perf_counter()
+        return Answer(
+            answer=span.text if span is not None else "",
+            evidence=evidence,
+            seconds=t_end - t0,
+            span=span,
+            question=question,
+            strategy=self.strategy,
+            timings={
+                "index_s": t_index - t0,
+                "retrieve_s": t_rank - t_index,
+                "extract_s": t_end - t_rank,
+            },
+        )
+
+    def _asset_answer(
+        self, question: str, mm: MultimodalIndex, evidence: Sequence[Any]
+    ) -> AnswerSpan | None:
+        """The answer from an asset, when the evidence unit the question is about is one."""
+        if not evidence:
+            return None
+        similarity = None
+        if self.strategy != "bm25":
+            encoder = self.reader.encoder
+            similarity = encoder.similarity
+        unit = BestSentence(similarity=similarity).extract(question, evidence)
+        if unit is None:
+            return None
+        doc_index = evidence[unit.evidence].doc
+        doc = mm.index.documents[doc_index]
+        for a, asset in enumerate(doc.assets):
+            reading = mm.readings.get((doc_index, a))
+            if reading is not None and asset.start < unit.end and unit.start < asset.end:
+                return AnswerSpan(
+                    reading.label, unit.evidence, asset.start, asset.end, reading.probability
+                )
+        return None
+
+
+# -- needle samples as multimodal documents ------------------------------------------------------
+def write_needle_document(sample: Any, folder: str | Path) -> Path:
+    """A multimodal needle sample (:mod:`longmm.reading.needles`) as a JSONL document with its
+    figures as PNG files beside it; returns the JSONL path."""
+    from PIL import Image
+
+    from longmm.io import atomic_write_text
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    at = 0
+    for k, att in enumerate(sorted(sample.attachments, key=lambda a: a.position)):
+        before = sample.text[at : att.position].strip()
+        if before:
+            lines.append(json.dumps({"text": before}))
+        caption_end = sample.text.find(".", att.position) + 1
+        caption = sample.text[att.position + len(att.label) + 1 : caption_end].strip()
+        if att.kind != "image":
+            raise DataError(att.label, "only figures can be written as documents for now")
+        name = f"figure_{k:03d}.png"
+        Image.fromarray(att.data).save(folder / name)
+        lines.append(json.dumps({"image": name, "label": att.label, "caption": caption}))
+        at = caption_end
+    rest = sample.text[at:].strip()
+    if rest:
+        lines.append(json.dumps({"text": rest}))
+    path = folder / "document.jsonl"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
