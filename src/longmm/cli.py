@@ -275,9 +275,14 @@ def quickstart(args: list[str]) -> None:
         run_lightning(["fit", "--config", str(recipe_path(name)), "--out", str(out / name)])
         metrics = json.loads((out / name / "metrics.json").read_text())
         rows.append((title, metrics["test"]["accuracy"], metrics["seconds"], out / name))
+    from longmm.reading.demo import print_reading, quickstart_reading
+
+    # A long multimodal document read with the digits CNN trained above.
+    reading = quickstart_reading(out / "reading", digits_run=out / "cnn_digits")
     print(f"\nquickstart done in {time.perf_counter() - t0:.0f} s")
     for title, accuracy, seconds, folder in rows:
         print(f"  {title:<50} test accuracy {accuracy:.4f}  ({seconds:.0f} s)  {folder}")
+    print_reading(reading)
 
 
 # Commands outside LightningCLI, imported only when used (a fast start for the others).

@@ -61,3 +61,12 @@ def test_asset_model_errors(tmp_path: Path) -> None:
     save_weights({"w": torch.zeros(1)}, tmp_path / "x.safetensors")
     with pytest.raises(DataError, match="metadata"):
         AssetModel.load(tmp_path / "x.safetensors")
+
+
+@pytest.mark.slow
+def test_quickstart_reading(tmp_path: Path) -> None:
+    from longmm.reading.demo import quickstart_reading
+
+    result = quickstart_reading(tmp_path, length=4096)
+    assert result["figures"] == 8 and (tmp_path / "answers.json").is_file()
+    assert sum(row["correct"] for row in result["answers"][:2]) == 2

@@ -39,16 +39,25 @@ class NeedleSolver(Protocol):
 
 @dataclass(frozen=True)
 class StrategyEntry:
-    build: Callable[[], NeedleSolver]
+    build: Callable[[], NeedleSolver] | str  # or "module:function", imported when used
     description: str
+
+    def solver(self) -> NeedleSolver:
+        if isinstance(self.build, str):
+            import importlib
+
+            module, _, function = self.build.partition(":")
+            return getattr(importlib.import_module(module), function)()
+        return self.build()
 
 
 STRATEGIES: dict[str, StrategyEntry] = {}
 
 
-def register_strategy(name: str, build: Callable[[], NeedleSolver], description: str) -> None:
-    """Make ``name`` a ``--strategy`` of ``longmm bench needle``; ``build()`` is called once
-    per run and returns the solver."""
+def register_strategy(name: str, build: Callable[[], NeedleSolver] | str, description: str) -> None:
+    """Make ``name`` a ``--strategy`` of ``longmm bench needle``. ``build()`` (or the function
+    that ``"module:function"`` names, imported only when the strategy runs) is called once per
+    run and returns the solver: ``solver(sample) -> answer text``."""
     STRATEGIES[name] = StrategyEntry(build, description)
 
 
@@ -133,7 +142,7 @@ def run_needles(
     rows: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
     for strategy in strategies:
-        solve = STRATEGIES[strategy].build()
+        solve = STRATEGIES[strategy].solver()
         for task in tasks:
             for length in lengths:
                 by_depth: dict[float, list[tuple[float, float, float]]] = defaultdict(list)
