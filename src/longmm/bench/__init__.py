@@ -37,6 +37,9 @@ def main(args: list[str]) -> None:
     fusion.add_argument(
         "--jobs", type=int, default=1, help="runs at a time (each its own process; default 1)"
     )
+    from longmm.bench.efficiency import add_parser as add_efficiency
+
+    add_efficiency(sub)
     from longmm.bench.needle import add_parser as add_needle
 
     add_needle(sub)
@@ -49,6 +52,10 @@ def main(args: list[str]) -> None:
         from longmm.bench.fusion import run_fusion_bench
 
         run_fusion_bench(opts)
+    if opts.bench == "efficiency":
+        from longmm.bench.efficiency import run_efficiency_bench
+
+        run_efficiency_bench(opts)
     if opts.bench == "needle":
         from longmm.bench.needle import run_needle_bench
 
