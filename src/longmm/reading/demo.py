@@ -9,16 +9,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from longmm.io import atomic_write_json
+from longmm.io import atomic_write_json, atomic_write_text
 
 
 def quickstart_reading(
     out: str | Path, digits_run: str | Path | None = None, length: int = 16384
 ) -> dict[str, Any]:
-    """Write a ``length``-token JSONL document with 8 figures into ``out``, answer questions
-    about two figures and about its text, and save ``answers.json``. ``digits_run`` (a
-    ``longmm fit`` digits classifier run folder) reads the figures; ``None``: the packaged
-    digit CNN."""
+    """Write a ``length``-token JSONL document with 8 figures and a pass key into ``out``,
+    answer questions about two figures and about its text, and save ``answers.json``.
+    ``digits_run`` (a ``longmm fit`` digits classifier run folder) reads the figures;
+    ``None``: the packaged digit CNN."""
     from longmm.reading.multimodal import (
         AssetModel,
         MultimodalReader,
@@ -31,6 +31,12 @@ def quickstart_reading(
     t0 = time.perf_counter()
     sample = make_sample("mm_image", length, 0.6, seed=2026, num_figures=8)
     path = write_needle_document(sample, out / "document")
+    # A pass key in the text, a third of the way in, for a question answered from the text.
+    lines = path.read_text().splitlines()
+    key = "71942"
+    line = json.dumps({"text": f"The pass key is {key}. Remember it. {key} is the pass key."})
+    lines.insert(len(lines) // 3, line)
+    atomic_write_text(path, "\n".join(lines) + "\n")
     image_model = None
     if digits_run is not None:
         image_model = AssetModel.load(
@@ -42,7 +48,7 @@ def quickstart_reading(
     questions = [
         (sample.question, list(sample.answers)),
         (f"What digit does {other.label.lower()} show?", [other.target]),
-        ("What colour is the sky?", ["blue"]),
+        ("What is the pass key?", [key]),
     ]
     rows = []
     for question, expected in questions:

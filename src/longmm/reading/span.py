@@ -11,7 +11,8 @@ Spans are widened to whole words (a number that WordPiece cut in pieces comes ba
 How it is trained (``longmm fit --config recipes/span_head.yaml``): :class:`SpanData`
 generates question/passage pairs from many fact families (pass keys, magic numbers, codes,
 places, dates, favourites, variables), each said and asked in several phrasings, inside
-haystack sentences (the passkey filler, random words, plain prose) with distractor facts of
+haystack sentences (the passkey filler, random words, plain prose, prose with numbers that
+answer nothing, figure placeholders) with distractor facts of
 the same family under other keys, and a share of passages that hold no answer. MiniLM's
 features are computed once (the encoder is frozen), so the epochs train only the head.
 The trained head ships in ``longmm/reading/weights/span_head.safetensors``;
@@ -347,7 +348,25 @@ _PROSE = (
 )
 
 
+def _document_sentence(rng: np.random.Generator) -> str:
+    """Sentences like those around needles in real and multimodal documents: figure and clip
+    placeholders, and prose with numbers that answer nothing (distractors for number spans)."""
+    n = int(rng.integers(1, 100))
+    choices = (
+        f"[Figure {n}: a handwritten digit, scanned.]",
+        f"[Audio clip {n}: a spoken digit, recorded.]",
+        f"Figure {n} shows the results of the second trial.",
+        f"In {_year(rng)} the town had {_digits(rng, 2, 5)} inhabitants.",
+        f"Chapter {n} begins on page {_digits(rng, 2, 3)}.",
+        f"The {_word(rng)} report counted {_digits(rng, 2, 6)} {_word(rng)} cases last year.",
+        f"About {n} percent of the {_word(rng)} votes were lost.",
+    )
+    return choices[int(rng.integers(0, len(choices)))]
+
+
 def _haystack_sentence(rng: np.random.Generator, kind: int) -> str:
+    if kind == 3:
+        return _document_sentence(rng)
     if kind == 0:
         filler = PASSKEY_FILLER.split(". ")
         return filler[int(rng.integers(0, len(filler)))].rstrip(".") + "."
@@ -395,7 +414,7 @@ def make_span_example(rng: np.random.Generator, max_words: int = 90) -> SpanExam
     words = 0
     budget = int(rng.integers(10, max_words))
     while words < budget:
-        s = _haystack_sentence(rng, kind if rng.random() < 0.8 else int(rng.integers(0, 3)))
+        s = _haystack_sentence(rng, kind if rng.random() < 0.75 else int(rng.integers(0, 4)))
         sentences.append((s, None))
         words += len(s.split())
     for fact in facts:
