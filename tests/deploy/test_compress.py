@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,8 +13,7 @@ from torch import nn
 from longmm.deploy.compress import apply_pruning, compress_run, make_permanent
 from longmm.deploy.loading import load_run
 from longmm.errors import LongmmError
-
-from .conftest import IMAGE_RECIPE, fit
+from longmm.runs import read_checkpoint
 
 
 def test_prune_and_distil_writes_a_run_folder_that_exports(image_run: Path, tmp_path: Path) -> None:
@@ -62,10 +63,15 @@ def test_structured_pruning_zeroes_whole_channels_but_not_the_classes(image_run:
 
 
 def test_distillation_refuses_a_teacher_of_other_data(image_run: Path, tmp_path: Path) -> None:
-    other = fit(
-        IMAGE_RECIPE.replace("split: [0.7, 0.1, 0.2]", "split: [0.6, 0.2, 0.2]"), tmp_path / "other"
-    )
-    with pytest.raises(LongmmError, match="prepared differently"):
+    # The same run, but its images normalized with other statistics.
+    other = tmp_path / "other"
+    shutil.copytree(image_run, other)
+    ckpt = read_checkpoint(other / "checkpoints" / "best.ckpt")
+    prep = json.loads(ckpt["ImageData"]["preprocessing"])
+    prep["mean"] = [m + 0.1 for m in prep["mean"]]
+    ckpt["ImageData"]["preprocessing"] = json.dumps(prep)
+    torch.save(ckpt, other / "checkpoints" / "best.ckpt")
+    with pytest.raises(LongmmError, match=r"prepared differently .*\(mean differ\)"):
         compress_run(image_run, tmp_path / "x", teacher_run=other, epochs=1)
     with pytest.raises(LongmmError, match="must be in"):
         compress_run(image_run, tmp_path / "y", prune_amount=1.5, epochs=1)
