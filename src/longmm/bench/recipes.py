@@ -229,6 +229,7 @@ def run_recipes_bench(opts: argparse.Namespace) -> None:
         )
     runs, shared = Path(opts.runs), Path(opts.shared)
     rows = []
+    t0 = time.perf_counter()
     for program in programs:
         print(f"[bench recipes] {program.title}: {program.recipe}", flush=True)
         rows.append(run_program(program, runs, shared))
@@ -238,7 +239,8 @@ def run_recipes_bench(opts: argparse.Namespace) -> None:
             print(f"  -> baseline {rows[-1].get('test', rows[-1]['status'])}", flush=True)
     name = "recipes_quick.json" if opts.quick else "recipes.json"
     out = Path(opts.json or Path("benchmarks/results") / name)
-    atomic_write_json(out, {"quick": opts.quick, "rows": rows})
+    wall = round(time.perf_counter() - t0, 1)
+    atomic_write_json(out, {"quick": opts.quick, "wall_seconds": wall, "rows": rows})
     title = "Side by side (quick: embedded data, 2 epochs)" if opts.quick else "Side by side"
     table = markdown_table(rows, title)
     if not opts.quick:
