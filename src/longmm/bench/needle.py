@@ -85,6 +85,13 @@ for _name in ("bm25", "dense", "hybrid"):
     register_strategy(
         _name, _retrieval(_name), f"retrieval reader ({_name}) + trained span head + digit CNN"
     )
+# The trained readers (longmm.reading.trained), imported only when one runs.
+for _name, _what in (
+    ("attention", "efficient-attention reader (sliding windows + global question tokens)"),
+    ("hierarchical", "hierarchical reader (chunks, attention over chunk summaries)"),
+    ("memory", "recurrent-memory reader (segments carrying memory tokens)"),
+):
+    register_strategy(_name, f"longmm.reading.trained:{_name}_solver", f"trained {_what}")
 
 
 class PeakRSS:
