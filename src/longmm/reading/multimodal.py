@@ -4,7 +4,8 @@ A document's figures and clips (``Document.assets``, from multimodal JSONL) stan
 as placeholder lines (``[Figure 12: caption]``) at their positions, so retrieval ranks them
 with the text around them and citations point at them. When the reader indexes a document,
 every asset also goes through the classifier of its modality (a digit CNN trained by
-``recipes/cnn_digits.yaml`` for figures; any ``longmm fit`` classifier run can be packaged
+``recipes/cnn_digits.yaml`` for figures, a spoken-digit CNN trained by
+``recipes/audio_spoken_digits.yaml`` for clips; any ``longmm fit`` classifier run can be packaged
 with :func:`export_asset_model`), and the prediction is stored with the index at the asset's
 position.
 
@@ -35,6 +36,7 @@ from longmm.reading.reader import DocumentIndex, Progress, RetrievalReader, Stra
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 PACKAGED_IMAGE_MODEL = WEIGHTS / "digits_cnn.safetensors"
+PACKAGED_AUDIO_MODEL = WEIGHTS / "spoken_digits_cnn.safetensors"
 
 
 # -- asset classifiers ---------------------------------------------------------------------------
@@ -70,12 +72,13 @@ class AssetModel:
         return cls(model, meta["kind"], json.loads(meta["preprocessing"]))
 
     @torch.no_grad()
-    def predict(self, items: Sequence[np.ndarray]) -> list[tuple[str, float]]:
-        """Class and probability for each image (uint8 ``(H, W[, C])``)."""
+    def predict(self, items: Sequence[Any]) -> list[tuple[str, float]]:
+        """Class and probability for each item: an image (uint8 ``(H, W[, C])``) or a clip
+        (``(waveform float32 (T,), sample_rate)``)."""
         if not items:
             return []
-        if self.kind != "image":
-            raise DataError(self.kind, "only image asset models are supported")
+        if self.kind == "audio":
+            return [self._predict_audio(wave, rate) for wave, rate in items]
         from longmm.data.image import ImageNormalizer, to_chw_uint8
 
         size, channels = int(self.prep["image_size"]), int(self.prep["channels"])
@@ -87,6 +90,27 @@ class AssetModel:
         probs = torch.softmax(self.model({"image": norm(batch)}), dim=-1)
         conf, idx = probs.max(dim=-1)
         return [(self.classes[int(i)], float(c)) for i, c in zip(idx, conf, strict=True)]
+
+    def _predict_audio(self, wave: np.ndarray, rate: int) -> tuple[str, float]:
+        from longmm.data.audio import LogMel, resample
+        from longmm.data.modules import FeatureNormalizer
+
+        p = self.prep
+        target = int(p["sample_rate"])
+        samples = resample(np.asarray(wave, dtype=np.float32), int(rate), target)
+        samples = samples[: max(1, int(float(p["max_seconds"]) * target))]
+        logmel = LogMel(
+            target, n_fft=int(p["n_fft"]), hop_length=int(p["hop_length"]), n_mels=int(p["n_mels"])
+        )
+        norm = FeatureNormalizer(int(p["n_mels"]))
+        norm.mean.copy_(torch.tensor(p["feature_mean"]))
+        norm.std.copy_(torch.tensor(p["feature_std"]))
+        x = torch.as_tensor(samples)[None]  # (1, T)
+        feats, mask = logmel(x, torch.tensor([x.shape[1]]))
+        feats = norm(feats).masked_fill(~mask[:, None, :], 0.0)
+        probs = torch.softmax(self.model({"audio": feats, "audio_mask": mask}), dim=-1)[0]
+        conf, idx = probs.max(dim=-1)
+        return self.classes[int(idx)], float(conf)
 
 
 def _build_task(model_config: dict[str, Any], where: str) -> torch.nn.Module:
@@ -125,10 +149,16 @@ def export_asset_model(run: str | Path, out: str | Path, kind: str = "image") ->
     return Path(out)
 
 
-def read_asset(asset: Asset) -> np.ndarray:
-    """An image asset's pixels (uint8 ``(H, W, C)``)."""
-    if asset.kind != "image":
-        raise DataError(asset.path, f"{asset.kind} assets have no reader here")
+def read_asset(asset: Asset) -> Any:
+    """An image asset's pixels (uint8 ``(H, W, C)``) or a clip's ``(waveform, rate)``."""
+    if asset.kind == "audio":
+        import soundfile
+
+        try:
+            wave, rate = soundfile.read(asset.path, dtype="float32", always_2d=True)
+        except Exception as err:  # soundfile raises its own LibsndfileError
+            raise DataError(asset.path, f"not a readable audio file ({err})") from err
+        return wave.mean(axis=1), int(rate)
     from longmm.data.sources.images import decode_image
 
     return decode_image(asset.path)
@@ -157,7 +187,8 @@ class MultimodalReader:
     """The retrieval reader for documents with figures and audio clips (see the module doc).
 
     ``extractor`` answers from text (default: the trained span head, :class:`SpanExtractor`);
-    ``image_model`` reads figures (default: the packaged digit CNN); other arguments go to
+    ``image_model`` reads figures (default: the packaged digit CNN), ``audio_model`` clips
+    (default: the packaged spoken-digit CNN); other arguments go to
     :class:`~longmm.reading.reader.RetrievalReader`."""
 
     def __init__(
@@ -166,6 +197,7 @@ class MultimodalReader:
         top_k: int = 3,
         extractor: AnswerExtractor | None = None,
         image_model: AssetModel | str | Path | None = None,
+        audio_model: AssetModel | str | Path | None = None,
         **reader_options: Any,
     ) -> None:
         if extractor is None:
@@ -176,13 +208,19 @@ class MultimodalReader:
             strategy=strategy, top_k=top_k, extractor=extractor, **reader_options
         )
         self.strategy = strategy
-        self._image_model = image_model
+        self._models: dict[str, Any] = {"image": image_model, "audio": audio_model}
+
+    def model_for(self, kind: str) -> AssetModel:
+        """The asset model of ``kind`` ("image" or "audio"), loaded on first use."""
+        model = self._models[kind]
+        if not isinstance(model, AssetModel):
+            default = PACKAGED_IMAGE_MODEL if kind == "image" else PACKAGED_AUDIO_MODEL
+            model = self._models[kind] = AssetModel.load(model or default)
+        return model
 
     @property
     def image_model(self) -> AssetModel:
-        if not isinstance(self._image_model, AssetModel):
-            self._image_model = AssetModel.load(self._image_model or PACKAGED_IMAGE_MODEL)
-        return self._image_model
+        return self.model_for("image")
 
     def index(
         self,
@@ -192,16 +230,18 @@ class MultimodalReader:
         t0 = time.perf_counter()
         index = self.reader.index(documents, progress)
         readings: dict[tuple[int, int], AssetReading] = {}
-        images = [
-            (d, a)
-            for d, doc in enumerate(index.documents)
-            for a, asset in enumerate(doc.assets)
-            if asset.kind == "image"
-        ]
-        if images:
-            pixels = [read_asset(index.documents[d].assets[a]) for d, a in images]
-            for (d, a), (label, p) in zip(images, self.image_model.predict(pixels), strict=True):
-                readings[(d, a)] = AssetReading(label, p, "image")
+        for kind in ("image", "audio"):
+            found = [
+                (d, a)
+                for d, doc in enumerate(index.documents)
+                for a, asset in enumerate(doc.assets)
+                if asset.kind == kind
+            ]
+            if not found:
+                continue
+            items = [read_asset(index.documents[d].assets[a]) for d, a in found]
+            for (d, a), (label, p) in zip(found, self.model_for(kind).predict(items), strict=True):
+                readings[(d, a)] = AssetReading(label, p, kind)
         return MultimodalIndex(index, readings, time.perf_counter() - t0)
 
     def answer(
@@ -265,7 +305,7 @@ class MultimodalReader:
 # -- needle samples as multimodal documents ------------------------------------------------------
 def write_needle_document(sample: Any, folder: str | Path) -> Path:
     """A multimodal needle sample (:mod:`longmm.reading.needles`) as a JSONL document with its
-    figures as PNG files beside it; returns the JSONL path."""
+    figures (PNG) and clips (WAV) beside it; returns the JSONL path."""
     from PIL import Image
 
     from longmm.io import atomic_write_text
@@ -280,11 +320,15 @@ def write_needle_document(sample: Any, folder: str | Path) -> Path:
             lines.append(json.dumps({"text": before}))
         caption_end = sample.text.find(".", att.position) + 1
         caption = sample.text[att.position + len(att.label) + 1 : caption_end].strip()
-        if att.kind != "image":
-            raise DataError(att.label, "only figures can be written as documents for now")
-        name = f"figure_{k:03d}.png"
-        Image.fromarray(att.data).save(folder / name)
-        lines.append(json.dumps({"image": name, "label": att.label, "caption": caption}))
+        if att.kind == "image":
+            name = f"figure_{k:03d}.png"
+            Image.fromarray(att.data).save(folder / name)
+        else:
+            import soundfile
+
+            name = f"clip_{k:03d}.wav"
+            soundfile.write(folder / name, att.data, att.sample_rate)
+        lines.append(json.dumps({att.kind: name, "label": att.label, "caption": caption}))
         at = caption_end
     rest = sample.text[at:].strip()
     if rest:
