@@ -23,6 +23,7 @@ the model before and after.
 from __future__ import annotations
 
 import argparse
+import copy
 import gzip
 import json
 import math
@@ -335,10 +336,7 @@ def compress_run(
         check_same_data(student, teacher)
     test = list(prepared_batches(student.datamodule, "test"))
     model = student.model
-    baseline = _models(teacher, model)
-    torch.set_num_threads(threads)
-    before = evaluate(baseline, test)
-    sizes_before = {k: size_of(m) for k, m in baseline.items()}
+    original = copy.deepcopy(model)  # measured beside the result, in the same passes
 
     targets = apply_pruning(model, prune_amount, structured) if prune_amount else []
     wrapper = Distill(
@@ -352,12 +350,19 @@ def compress_run(
     best = fine_tune(wrapper, student.datamodule, out, epochs, limit_train_batches)
     make_permanent(targets)
     model.eval()
-    after = evaluate({"compressed": model}, test)["compressed"]
+    models = {**({"teacher": teacher.model} if teacher else {}), "original": original}
+    models["compressed"] = model
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rows = evaluate(models, test)
+    finally:
+        torch.set_num_threads(previous)
+    sizes = {k: size_of(m) for k, m in models.items()}
+    after = rows["compressed"]
     write_run_folder(student, model, out, after)
 
     reference = "teacher" if teacher else "original"
-    rows = {**before, "compressed": after}
-    sizes = {**sizes_before, "compressed": size_of(model)}
     ref_size, ref_row, new_size = sizes[reference], rows[reference], sizes["compressed"]
     report = {
         "run": str(student.path),
@@ -386,11 +391,6 @@ def compress_run(
     atomic_write_json(out / "compress.json", report)
     atomic_write_text(out / "compress.md", report_markdown(report))
     return report
-
-
-def _models(teacher: LoadedRun | None, model: nn.Module) -> dict[str, nn.Module]:
-    original = model
-    return {"teacher": teacher.model, "original": original} if teacher else {"original": original}
 
 
 def fine_tune(
