@@ -204,7 +204,7 @@ def quantize_int8(
     ``static``: QDQ format, int8 weights per output channel and uint8 activations whose
     ranges come from ``calibration`` feeds (real training inputs), MinMax. ``dynamic``: int8
     weights of LSTM/GRU/MatMul/Gemm/Attention/Gather (embeddings); activations quantized on
-    the fly per batch."""
+    the fly per batch; weights per output channel in both."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -239,6 +239,7 @@ def quantize_int8(
                     str(pre),
                     str(tmp),
                     weight_type=QuantType.QInt8,
+                    per_channel=True,  # per-tensor costs MiniLM ~1 point on SST-2
                     op_types_to_quantize=_DYNAMIC_OPS,
                 )
     finally:
@@ -252,7 +253,7 @@ def quantize_int8(
     )
     return {
         "method": chosen,
-        "weights": "int8 per channel" if chosen == "static" else "int8",
+        "weights": "int8 per channel",
         "activations": "uint8, calibrated (MinMax)" if chosen == "static" else "dynamic",
         "quantization_ops": dict(sorted(counts.items())),
     }
