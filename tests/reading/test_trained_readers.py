@@ -112,3 +112,14 @@ def test_bad_inputs_are_named(tmp_path):
         T.ReadNeedles(reader="magic")
     with pytest.raises(DataError, match="unknown needle task"):
         T.NeedleReadingData(tasks=("riddles",))
+
+
+def test_strict_scores_punish_naming_everything():
+    answers = ("AAAAA", "BBBBB")
+    assert T.strict_scores("AAAAA BBBBB", answers) == {
+        "recall": 1.0,
+        "precision": 1.0,
+        "exact": 1.0,
+    }
+    loose = T.strict_scores("AAAAA BBBBB CCCCC DDDDD", answers)
+    assert loose["recall"] == 1.0 and loose["precision"] == 0.5 and loose["exact"] == 0.0
