@@ -225,7 +225,7 @@ def run_efficiency_bench(opts: argparse.Namespace) -> None:
     rows = []
     for impl, precision, n in plan:
         print(f"[bench efficiency] {impl} {precision} {n} tokens ...", flush=True)
-        repeats = opts.repeats if n <= max(DEFAULT_BOTH) else 1
+        repeats = opts.repeats if n <= 16384 else 1
         row = measure_in_child(impl, n, precision, opts.threads, repeats, opts.timeout)
         rows.append(row)
         shown = row.get("error") or (
@@ -259,7 +259,9 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--precisions", default="fp32,bf16", help="fp32 and/or bf16 (autocast), comma-separated"
     )
-    p.add_argument("--repeats", type=int, default=2, help="timed forwards up to 64K (best)")
+    p.add_argument(
+        "--repeats", type=int, default=2, help="timed forwards up to 16K (the best counts)"
+    )
     p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
     p.add_argument("--docs", default=None, help="results page to update (e.g. docs/results.md)")
 
