@@ -291,6 +291,7 @@ COMMANDS = {
     "generate": "longmm.commands.generate:main",
     "translate": "longmm.commands.translate:main",
     "bench": "longmm.bench:main",
+    "read": "longmm.commands.read:main",
     "serve": "longmm.deploy.serve:main",
     "export": "longmm.deploy.export:main",
     "compress": "longmm.deploy.compress:main",
@@ -309,6 +310,7 @@ commands:
   generate   sample images from a trained GAN run: longmm generate --run DIR --n 64 --out grid.png
   translate  translate sentences with a trained translator run: longmm translate --run DIR "text"
   bench      benchmarks: longmm bench recipes [--quick]
+  read       answer questions about long documents: longmm read PATH... --ask "question" [--json]
   serve      serve trained runs over HTTP, with a web page: longmm serve RUN_DIR [--port 8000]
   export     ONNX (and int8) export with parity check and report:
              longmm export RUN_DIR --format onnx [--quantize int8] --out DIR

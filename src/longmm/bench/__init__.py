@@ -46,8 +46,15 @@ def main(args: list[str]) -> None:
     from longmm.bench.serve import add_parser as add_serve
 
     add_serve(sub)
+    from longmm.bench.qasper import add_parser as add_qasper
+
+    add_qasper(sub)
     opts = parser.parse_args(args)
     opts.argv = list(args[1:])
+    if opts.bench == "qasper":
+        from longmm.bench.qasper import run_qasper_bench
+
+        run_qasper_bench(opts)
     if opts.bench == "fusion":
         from longmm.bench.fusion import run_fusion_bench
 
