@@ -234,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-root", default=None, help="replace the recipe's data.root")
     p.add_argument("--threads", type=int, default=1, help="torch threads when timing")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (default 0)")
     p.add_argument(
         "--limit-train-batches",
         type=int,
@@ -262,6 +263,7 @@ def main(args: list[str]) -> None:
         data_root=opts.data_root,
         threads=opts.threads,
         limit_train_batches=opts.limit_train_batches,
+        seed=opts.seed,
         command="longmm compress " + " ".join(shlex.quote(a) for a in args),
     )
     print(summary_text(report, Path(opts.out)))
@@ -324,8 +326,10 @@ def compress_run(
     data_root: str | None = None,
     threads: int = 1,
     limit_train_batches: int | None = None,
+    seed: int = 0,
     command: str = "",
 ) -> dict[str, Any]:
+    L.seed_everything(seed, verbose=False)
     student = load_run(run_dir, data_root=data_root)
     out = Path(out_dir)
     if out.resolve() in (student.path.resolve(), Path(teacher_run or student.path).resolve()):
@@ -371,7 +375,7 @@ def compress_run(
         "machine": f"CPU, {threads} torch thread(s), torch {torch.__version__}",
         "prune": {"amount": prune_amount, "structured": structured} if prune_amount else None,
         "distillation": {"temperature": temperature, "alpha": alpha} if teacher else None,
-        "fine_tune": {"epochs": epochs, "lr": lr, "best_val_accuracy": best},
+        "fine_tune": {"epochs": epochs, "lr": lr, "seed": seed, "best_val_accuracy": best},
         "test_samples": sum(len(b["label"]) for b in test),
         "reference": reference,
         "models": {k: {**rows[k], **sizes[k]} for k in rows},
