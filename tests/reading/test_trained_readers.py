@@ -83,7 +83,8 @@ def test_reader_file_round_trip_and_solver(tmp_path, name: str):
     reader = READERS[name](vocab_size=T.vocab_size(), **TINY[name]).eval()
     path = tmp_path / "reader.safetensors"
     T.save_reader(reader, name, {"vocab_size": T.vocab_size(), **TINY[name]}, path)
-    loaded = T.load_reader(path)
+    loaded, threshold = T.load_reader(path)
+    assert threshold == 0.0
     s = make_sample("passkey", 400, 0.5, seed=4)
     solver_a, solver_b = T.TrainedReader(reader, bf16=False), T.TrainedReader(loaded, bf16=False)
     _, la = solver_a.scores(s.text, s.question)

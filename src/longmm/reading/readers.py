@@ -23,6 +23,16 @@ from torch import Tensor, nn
 from longmm.modules.long_encoder import LongEncoder
 
 
+def question_match(doc: Tensor, question: Tensor, q_mask: Tensor) -> Tensor:
+    """``(B, N)`` long: 1 where a document token's id occurs in the question (DrQA's exact
+    match feature). It lets a reader find what the question names by lookup instead of
+    learning to compare every token with every question token."""
+    out = torch.zeros_like(doc)
+    for i in range(doc.shape[0]):
+        out[i] = torch.isin(doc[i], question[i][q_mask[i]]).long()
+    return out
+
+
 class AttentionReader(nn.Module):
     """:class:`LongEncoder` over the document with the question as global tokens, and a
     linear token head."""
@@ -48,10 +58,12 @@ class AttentionReader(nn.Module):
             dropout=dropout,
             segment_blocks=256,
         )
+        self.match = nn.Embedding(2, dim)
         self.head = nn.Linear(dim, 1)
 
     def forward(self, doc: Tensor, doc_mask: Tensor, question: Tensor, q_mask: Tensor) -> Tensor:
-        out = self.encoder(doc, doc_mask, question, q_mask)
+        x = self.encoder.embed(doc) + self.match(question_match(doc, question, q_mask))
+        out = self.encoder.forward_embeddings(x, doc_mask, self.encoder.embed(question), q_mask)
         return self.head(out.tokens).squeeze(-1)
 
 
@@ -107,6 +119,7 @@ class HierarchicalReader(nn.Module):
         self.chunk, self.choose, self.dim = chunk, choose, dim
         self.embed = nn.Embedding(vocab_size, dim)
         self.segment = nn.Embedding(2, dim)  # question / chunk
+        self.match = nn.Embedding(2, dim)
         self.chunk_encoder = _encoder(dim, heads, chunk_layers, dropout)
         self.doc_encoder = _encoder(dim, heads, doc_layers, dropout)
         self.relevance = nn.Linear(dim, 1)
@@ -120,6 +133,7 @@ class HierarchicalReader(nn.Module):
         chunks at a time (memory stays bounded at any length)."""
         b, c, size = doc.shape
         g = question.shape[1]
+        match = question_match(doc.reshape(b, -1), question, q_mask).view(b * c, size)
         pos = _positions(g + size, self.dim, doc.device)
         q = self.embed(question) + self.segment.weight[0]  # (B, G, D)
         flat_doc, flat_mask = doc.reshape(b * c, size), mask.reshape(b * c, size)
@@ -127,7 +141,8 @@ class HierarchicalReader(nn.Module):
         for i in range(0, b * c, batch_chunks):
             ids, m = flat_doc[i : i + batch_chunks], flat_mask[i : i + batch_chunks]
             owner = torch.arange(i, i + len(ids), device=doc.device) // c
-            x = torch.cat([q[owner], self.embed(ids) + self.segment.weight[1]], dim=1) + pos
+            tokens = self.embed(ids) + self.segment.weight[1] + self.match(match[i : i + len(ids)])
+            x = torch.cat([q[owner], tokens], dim=1) + pos
             keep = torch.cat([q_mask[owner], m], dim=1)
             keep[:, 0] = True  # a padded chunk still has one key (its output is ignored)
             y = self.chunk_encoder(x, src_key_padding_mask=~keep)
@@ -189,6 +204,7 @@ class MemoryReader(nn.Module):
         self.segment_len, self.memory, self.dim = segment, memory, dim
         self.embed = nn.Embedding(vocab_size, dim)
         self.kind = nn.Embedding(3, dim)  # memory / question / document
+        self.match = nn.Embedding(2, dim)
         self.init_memory = nn.Parameter(torch.randn(memory, dim) * 0.02)
         self.encoder = _encoder(dim, heads, layers, dropout)
         self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 1))
@@ -199,11 +215,13 @@ class MemoryReader(nn.Module):
         q = self.embed(question) + self.kind.weight[1]
         mem = self.init_memory[None].expand(b, m, self.dim)
         pos = _positions(m + g + s, self.dim, doc.device)
+        match = self.match(question_match(doc, question, q_mask))
         logits = []
         for start in range(0, n, s):
             ids, keep = doc[:, start : start + s], doc_mask[:, start : start + s]
             width = ids.shape[1]
-            x = torch.cat([mem, q, self.embed(ids) + self.kind.weight[2]], dim=1)
+            tokens = self.embed(ids) + self.kind.weight[2] + match[:, start : start + s]
+            x = torch.cat([mem, q, tokens], dim=1)
             x = x + pos[: m + g + width]
             real = torch.ones(b, m, dtype=torch.bool, device=doc.device)
             y = self.encoder(x, src_key_padding_mask=~torch.cat([real, q_mask, keep], dim=1))

@@ -386,7 +386,8 @@ class ReadNeedles(Task):
         sums = self._counts.setdefault(stage, [0.0] * 5)  # tp, fp, fn, exact, n
         for i in range(len(logits)):
             m = batch["doc_mask"][i]
-            pred, gold = logits[i][m] > 0, batch["labels"][i][m] > 0
+            pred = logits[i][m] > math.log(self.pos_weight)  # even odds under the weighting
+            gold = batch["labels"][i][m] > 0
             sums[0] += float((pred & gold).sum())
             sums[1] += float((pred & ~gold).sum())
             sums[2] += float((~pred & gold).sum())
@@ -415,20 +416,28 @@ class ReadNeedles(Task):
         self._finish("test")
 
     def write_artifacts(self, run: Path) -> list[str]:
-        save_reader(self.reader, self.reader_name, self.reader_args, run / "reader.safetensors")
+        threshold = math.log(self.pos_weight)  # p = 0.5 under the weighted loss
+        save_reader(
+            self.reader, self.reader_name, self.reader_args, run / "reader.safetensors", threshold
+        )
         return []
 
 
 # -- shipping and running -----------------------------------------------------------------------
-def save_reader(reader: nn.Module, name: str, args: dict[str, Any], path: Path) -> None:
-    """Weights (float16, to keep the file small) + ``{"reader", "args"}`` metadata."""
+def save_reader(
+    reader: nn.Module, name: str, args: dict[str, Any], path: Path, threshold: float = 0.0
+) -> None:
+    """Weights (float16, to keep the file small) + ``{"reader", "args", "threshold"}``
+    metadata. ``threshold``: the logit above which a token is tagged (a loss that weights
+    positives by ``w`` moves the even-odds logit to ``log w``)."""
     tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in reader.state_dict().items()}
-    meta = {"reader": name, "args": json.dumps(args)}
+    meta = {"reader": name, "args": json.dumps(args), "threshold": str(threshold)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def load_reader(path: str | Path) -> nn.Module:
+def load_reader(path: str | Path) -> tuple[nn.Module, float]:
+    """The reader and its tagging threshold."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -441,18 +450,22 @@ def load_reader(path: str | Path) -> nn.Module:
     reader = READERS[meta["reader"]](**json.loads(meta["args"]))
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     reader.load_state_dict(state)
-    return reader.eval()
+    return reader.eval(), float(meta.get("threshold", 0.0))
 
 
 class TrainedReader:
     """Answers needle samples with a trained reader, in passes (see the module docstring)."""
 
-    def __init__(self, reader: nn.Module, max_passes: int = 8, bf16: bool = True) -> None:
-        self.reader, self.max_passes, self.bf16 = reader.eval(), max_passes, bf16
+    def __init__(
+        self, reader: nn.Module, threshold: float = 0.0, max_passes: int = 8, bf16: bool = True
+    ) -> None:
+        self.reader, self.threshold = reader.eval(), threshold
+        self.max_passes, self.bf16 = max_passes, bf16
 
     @classmethod
     def from_file(cls, path: str | Path, **kw: Any) -> TrainedReader:
-        return cls(load_reader(path), **kw)
+        reader, threshold = load_reader(path)
+        return cls(reader, threshold, **kw)
 
     @torch.no_grad()
     def scores(self, text: str, question: str) -> tuple[Encoded, np.ndarray]:
@@ -471,7 +484,8 @@ class TrainedReader:
         known: list[str] = []
         for _ in range(passes):
             enc, logits = self.scores(text, with_known(question, known))
-            new = [w for w in extract(text, enc.offsets, logits) if w not in known]
+            found = extract(text, enc.offsets, logits, self.threshold)
+            new = [w for w in found if w not in known]
             if not new:
                 break
             known += new
