@@ -105,6 +105,9 @@ def fit_args(
     args += ["--seed_everything", str(seed), *config.overrides]
     if epochs is not None:
         args += ["--trainer.max_epochs", str(epochs)]
+    # The bench compares accuracies; integrated-gradients attribution (every fusion run's
+    # report.md otherwise) would add minutes across the table.
+    args += ["--model.init_args.attribution_samples", "0"]
     return [*args, "--trainer.enable_progress_bar", "false", "--out", str(run)]
 
 
