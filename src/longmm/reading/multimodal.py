@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from longmm.errors import DataError
-from longmm.reading.answer import Answer, AnswerExtractor, AnswerSpan, BestSentence
+from longmm.reading.answer import Answer, AnswerExtractor, AnswerSpan, BestSentence, Evidence
 from longmm.reading.document import Asset, Document
 from longmm.reading.reader import DocumentIndex, Progress, RetrievalReader, Strategy
 
@@ -183,6 +183,43 @@ class MultimodalIndex:
     seconds: float = 0.0
 
 
+class AssetAwareExtractor:
+    """An ``AnswerExtractor`` that answers from an asset when the evidence unit the question is
+    about is an asset's placeholder, and otherwise asks ``text`` (the span head).
+
+    ``context`` is the :class:`MultimodalIndex` being read (set by :class:`MultimodalReader`
+    around each question). An asset answer's ``text`` is what the asset's encoder read (for
+    example ``"7"``); its ``start``/``end`` cite the asset's placeholder in the document."""
+
+    def __init__(self, text: AnswerExtractor, similarity: Any | None = None) -> None:
+        self.text = text
+        self.similarity = similarity
+        self.context: MultimodalIndex | None = None
+
+    def extract(self, question: str, passages: Sequence[Evidence]) -> AnswerSpan | None:
+        if self.context is not None and self.context.readings and passages:
+            span = self._from_asset(question, passages, self.context)
+            if span is not None:
+                return span
+        return self.text.extract(question, passages)
+
+    def _from_asset(
+        self, question: str, passages: Sequence[Evidence], mm: MultimodalIndex
+    ) -> AnswerSpan | None:
+        unit = BestSentence(similarity=self.similarity).extract(question, passages)
+        if unit is None:
+            return None
+        doc_index = passages[unit.evidence].doc
+        doc = mm.index.documents[doc_index]
+        for a, asset in enumerate(doc.assets):
+            reading = mm.readings.get((doc_index, a))
+            if reading is not None and asset.start < unit.end and unit.start < asset.end:
+                return AnswerSpan(
+                    reading.label, unit.evidence, asset.start, asset.end, reading.probability
+                )
+        return None
+
+
 class MultimodalReader:
     """The retrieval reader for documents with figures and audio clips (see the module doc).
 
@@ -204,9 +241,12 @@ class MultimodalReader:
             from longmm.reading.span import SpanExtractor
 
             extractor = SpanExtractor()
+        self.extractor = AssetAwareExtractor(extractor)
         self.reader = RetrievalReader(
-            strategy=strategy, top_k=top_k, extractor=extractor, **reader_options
+            strategy=strategy, top_k=top_k, extractor=self.extractor, **reader_options
         )
+        if strategy != "bm25":
+            self.extractor.similarity = lambda q, texts: self.reader.encoder.similarity(q, texts)
         self.strategy = strategy
         self._models: dict[str, Any] = {"image": image_model, "audio": audio_model}
 
@@ -227,6 +267,7 @@ class MultimodalReader:
         documents: Sequence[Document | str | Path] | Document | str | Path,
         progress: Progress | None = None,
     ) -> MultimodalIndex:
+        """Index the documents' text (the retrieval reader) and read every asset."""
         t0 = time.perf_counter()
         index = self.reader.index(documents, progress)
         readings: dict[tuple[int, int], AssetReading] = {}
@@ -250,56 +291,18 @@ class MultimodalReader:
         documents: MultimodalIndex | Sequence[Document | str | Path] | Document | str | Path,
         progress: Progress | None = None,
     ) -> Answer:
+        """Answer ``question`` (see the module doc); ``seconds`` includes any indexing."""
         t0 = time.perf_counter()
-        if not question or not question.strip():
-            raise DataError("question", "empty question")
         mm = (
             documents if isinstance(documents, MultimodalIndex) else self.index(documents, progress)
         )
-        t_index = time.perf_counter()
-        ranked = self.reader.rank(question, mm.index, progress)
-        evidence = self.reader.expand(question, mm.index, ranked)
-        t_rank = time.perf_counter()
-        span = self._asset_answer(question, mm, evidence) if mm.readings else None
-        if span is None and evidence:
-            span = self.reader.extractor.extract(question, evidence)
-        t_end = time.perf_counter()
-        return Answer(
-            answer=span.text if span is not None else "",
-            evidence=evidence,
-            seconds=t_end - t0,
-            span=span,
-            question=question,
-            strategy=self.strategy,
-            timings={
-                "index_s": t_index - t0,
-                "retrieve_s": t_rank - t_index,
-                "extract_s": t_end - t_rank,
-            },
-        )
-
-    def _asset_answer(
-        self, question: str, mm: MultimodalIndex, evidence: Sequence[Any]
-    ) -> AnswerSpan | None:
-        """The answer from an asset, when the evidence unit the question is about is one."""
-        if not evidence:
-            return None
-        similarity = None
-        if self.strategy != "bm25":
-            encoder = self.reader.encoder
-            similarity = encoder.similarity
-        unit = BestSentence(similarity=similarity).extract(question, evidence)
-        if unit is None:
-            return None
-        doc_index = evidence[unit.evidence].doc
-        doc = mm.index.documents[doc_index]
-        for a, asset in enumerate(doc.assets):
-            reading = mm.readings.get((doc_index, a))
-            if reading is not None and asset.start < unit.end and unit.start < asset.end:
-                return AnswerSpan(
-                    reading.label, unit.evidence, asset.start, asset.end, reading.probability
-                )
-        return None
+        self.extractor.context = mm
+        try:
+            answer = self.reader.answer(question, mm.index, progress)
+        finally:
+            self.extractor.context = None
+        answer.seconds = time.perf_counter() - t0
+        return answer
 
 
 # -- needle samples as multimodal documents ------------------------------------------------------
