@@ -499,6 +499,23 @@ def test_web_page_in_chromium(server: Server, tmp_path: Path) -> None:
             page.click("#predict-btn")
             page.wait_for_selector("#predict-error:has-text('image')")
             assert "422" in page.inner_text("#predict-error")
+            # A long document and a question: the answer, its evidence highlighted.
+            from longmm.deploy.serve import reader_available
+
+            if not reader_available():
+                assert page.is_visible("#read-unavailable") and page.is_disabled("#read-btn")
+                return
+            doc = " ".join(
+                f"Paragraph {i} talks about the weather in town number {i}." for i in range(60)
+            )
+            doc += " The secret launch code is 4417, kept in the blue safe."
+            page.fill("#doc-text", doc)
+            page.fill("#question", "What is the secret launch code?")
+            page.click("#read-btn")
+            page.wait_for_selector("#answer-block:not(.hidden)")
+            assert "4417" in page.inner_text("#answer")
+            marks = page.query_selector_all("#document-view mark")
+            assert marks and any("4417" in m.inner_text() for m in marks)
         finally:
             browser.close()
 
@@ -538,3 +555,9 @@ def test_serve_refuses_a_non_classifier_or_missing_run(tmp_path: Path) -> None:
     with pytest.raises(LongmmError, match="checkpoint not found"):
         main([str(empty), "--port", str(free_port())])
     shutil.rmtree(empty)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(LongmmError, match=f"cannot listen on 127.0.0.1:{port}"):
+            main([str(tmp_path), "--port", str(port)])

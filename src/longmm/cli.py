@@ -21,6 +21,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from longmm.errors import LongmmError
 from longmm.evaluation.plots import plot_confusion_matrix, plot_curves
@@ -93,7 +94,7 @@ class LongmmCLI(LightningCLI):
             last = LastCheckpoint(run / "checkpoints")
             config["callbacks"] += [self.checkpoint_callback, last, EpochReseed()]
             if config.get("logger") in (None, True):
-                if not self._sub().get("ckpt_path"):
+                if not self._sub().get("ckpt_path") and rank_zero_only.rank == 0:
                     shutil.rmtree(run / "logs", ignore_errors=True)  # a fresh fit starts fresh logs
                 # One version folder per attempt; a resumed run adds one, the curves merge them.
                 config["logger"] = CSVLogger(save_dir=str(run), name="logs")
@@ -126,7 +127,17 @@ class LongmmCLI(LightningCLI):
         if trainer.interrupted or not best:
             return
         results: dict[str, Any] = {}
-        for stage, fn in (("val", trainer.validate), ("test", trainer.test)):
+        evaluator = trainer
+        if trainer.world_size > 1:
+            # Distributed samplers pad the evaluation splits (repeated samples, so that every
+            # rank gets as many): the final evaluation runs on rank 0 alone, each sample once.
+            from longmm.deploy.distributed import leave_process_group, single_device_trainer
+
+            leave_process_group()
+            if not trainer.is_global_zero:
+                return
+            evaluator = single_device_trainer(trainer, [AtomicCheckpointIO()])
+        for stage, fn in (("val", evaluator.validate), ("test", evaluator.test)):
             fn(model, datamodule=dm, ckpt_path=best, verbose=False)
             results[stage] = dict(getattr(model, "eval_results", {}).get(stage, {}))
         if not trainer.is_global_zero:
@@ -175,8 +186,21 @@ class LongmmCLI(LightningCLI):
     def predict(self, **kwargs: Any) -> None:
         """Predict the data module's predict split; write ``predictions.jsonl`` in input order."""
         batches = self.trainer.predict(**kwargs) or []
-        if not self.trainer.is_global_zero:
-            return
+        rows = self._prediction_rows(batches)
+        out = self.run_dir() / "predictions.jsonl"
+        if self.trainer.world_size > 1:
+            # Each rank writes a shard; rank 0 merges them in input order.
+            from longmm.deploy.distributed import gather_predictions
+
+            written = gather_predictions(rows, out, self.trainer)
+        else:
+            text = "".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["index"]))
+            atomic_write_text(out, text)
+            written = len(rows)
+        if self.trainer.is_global_zero:
+            print(f"wrote {written} predictions to {out}")
+
+    def _prediction_rows(self, batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
         dm = self.datamodule
         classes = list(getattr(dm, "classes", []) or [])
         samples = getattr(dm, "samples", {}).get("test", []) if hasattr(dm, "samples") else []
@@ -194,9 +218,7 @@ class LongmmCLI(LightningCLI):
                     label = int(batch["label"][i])
                     row["label"] = classes[label] if label < len(classes) else label
                 rows.append(row)
-        text = "".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["index"]))
-        atomic_write_text(self.run_dir() / "predictions.jsonl", text)
-        print(f"wrote {len(rows)} predictions to {self.run_dir() / 'predictions.jsonl'}")
+        return rows
 
     def after_validate(self) -> None:
         self._after_eval("val")

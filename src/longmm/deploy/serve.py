@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -437,6 +438,16 @@ class LongmmServer(ls.LitServer):
             self._shutdown_event.set()
 
 
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise LongmmError(f"cannot listen on {host}:{port} ({err.strerror})") from err
+
+
 def serve(run_dirs: list[str], options: ServeOptions) -> None:
     """Load the runs, start the server, block until SIGTERM / Ctrl+C."""
     if options.host not in ALLOWED_HOSTS:
@@ -445,6 +456,7 @@ def serve(run_dirs: list[str], options: ServeOptions) -> None:
         raise LongmmError(f"--port must be in 1024..65535, got {options.port}")
     if options.max_batch < 1 or options.workers < 1:
         raise LongmmError("--max-batch and --workers must be >= 1")
+    _check_port_free(options.host, options.port)
     names = [Path(p).resolve().name for p in run_dirs]
     if len(set(names)) != len(names):
         raise LongmmError(f"two runs share a folder name: {names}; model names must differ")
