@@ -14,6 +14,9 @@ document is counted exactly without tokenizing it whole. ``TokenCounter("words")
 whitespace-separated words instead (a word is about 1.26 MiniLM tokens on the filler and on
 the Paul Graham essays), for when no tokenizer should be loaded.
 
+**Layout.** Units are joined by spaces, with a paragraph break (a blank line) every few
+units, as in real text.
+
 **Depth.** ``depth`` in [0, 1] is the fraction of the document's tokens that come before the
 target needle, not counting the task's fixed intro (the passkey task's opening lines); the
 needle sits at the unit boundary nearest to it.
@@ -56,6 +59,7 @@ PASSKEY_INTRO = (
     "Find it and memorize them. I will quiz you about the important information there."
 )
 SPOKEN_RATE = 8000
+PARAGRAPH_UNITS = 8  # units (sentences, filler lines, needles) per paragraph
 MIN_LENGTH = 256
 MAX_LENGTH = 2_000_000
 
@@ -289,7 +293,12 @@ def _assemble(
 
     def put(text: str) -> int:
         nonlocal offset
-        start = offset + (1 if pieces else 0)
+        if pieces:
+            # Paragraphs of PARAGRAPH_UNITS units, as in real text (readers split at them).
+            sep = "\n\n" if (len(pieces) + 1) // 2 % PARAGRAPH_UNITS == 0 else " "
+            pieces.append(sep)
+            offset += len(sep)
+        start = offset
         pieces.append(text)
         offset = start + len(text)
         return start
@@ -307,7 +316,7 @@ def _assemble(
                 attachments.append(Attachment(kind, label, start, data, target, sr, source))
         if b < len(hay):
             put(hay[b])
-    return " ".join(pieces), grand, [spans[k] for k in sorted(spans)], attachments
+    return "".join(pieces), grand, [spans[k] for k in sorted(spans)], attachments
 
 
 # -- needles -------------------------------------------------------------------------------------
