@@ -303,6 +303,37 @@ def test_predict_fusion_json_and_multipart(server: Server) -> None:
     assert only["weights"] == {"image": 1.0, "audio": 0.0}
 
 
+def test_served_answers_equal_longmm_predict(
+    server: Server, runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The server prepares an upload as training prepared the data: the same test pairs give
+    the same class and probability as ``longmm predict`` on the run's own test split."""
+    from longmm.cli import run_lightning
+
+    av = runs["av"]
+    ckpt = str(av / "checkpoints" / "best.ckpt")
+    out = tmp_path / "pred"
+    run_lightning(
+        ["predict", "--config", str(av / "config.yaml"), "--ckpt_path", ckpt, "--out", str(out)]
+    )
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    for row in rows[:4]:
+        manifest, line = row["where"].rsplit(":", 1)
+        pair = json.loads(Path(manifest).read_text().splitlines()[int(line) - 1])
+        folder = Path(manifest).parent
+        status, served = server.post_form(
+            "/predict",
+            {"model": "av"},
+            {
+                "image": ("i.png", (folder / pair["image"]).read_bytes()),
+                "audio": ("a.wav", (folder / pair["audio"]).read_bytes()),
+            },
+        )
+        assert status == 200, served
+        assert served["label"] == row["pred"]
+        assert served["confidence"] == pytest.approx(row["prob"], abs=1e-5)
+
+
 def test_predict_concurrent_requests_are_batched(server: Server) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
