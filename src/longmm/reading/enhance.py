@@ -65,8 +65,8 @@ _COMBINING = re.compile(r".[\u0300-\u036f\u1ab0-\u1aff\u20d0-\u20ff]+", re.S)
 _COMPAT = re.compile(r"[\ufb00-\ufb06\uff01-\uff5e\u00a0\u2000-\u200a\u202f\u205f\u3000\u2011]")
 _INVISIBLE = re.compile(r"[\u00ad\u200b-\u200d\u2060\ufeff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _HYPHEN_BREAK = re.compile(r"(?<=[a-z])-[ \t]*\n[ \t]*(?=[a-z])")
-_SPACES = re.compile(r"[ \t]{2,}|\t")
-_TRAILING = re.compile(r"[ \t]+(?=\n)|(?<=\n)[ \t]+")
+_SPACES = re.compile(r"(?<=\S)(?:[ \t]{2,}|\t)")  # inside lines; indentation stays
+_TRAILING = re.compile(r"[ \t]+(?=\n)|(?<=\n)[ \t]+(?=\n)")
 _BLANKS = re.compile(r"\n{3,}")
 _LIST_ITEM = re.compile(r"\s*(?:[-*+•·▪◦‣]|\d{1,3}[.)]|[a-zA-Z][.)]|\(\w{1,3}\))\s+\S")
 _MD_HEADING = re.compile(r"(#{1,6})\s+\S")
@@ -87,9 +87,9 @@ def clean_text(raw: str, *, unwrap: bool | None = None) -> tuple[str, np.ndarray
     text, offsets = rewrite(text, offsets, _INVISIBLE, "")
     text, offsets = rewrite(text, offsets, _COMBINING, lambda m: unicodedata.normalize("NFC", m[0]))
     text, offsets = rewrite(text, offsets, _COMPAT, lambda m: unicodedata.normalize("NFKC", m[0]))
-    text, offsets = rewrite(text, offsets, _HYPHEN_BREAK, "")
     if unwrap is None:
-        unwrap = is_hard_wrapped(text)
+        unwrap = is_hard_wrapped(text)  # before joining hyphenated words lengthens lines
+    text, offsets = rewrite(text, offsets, _HYPHEN_BREAK, "")
     if unwrap:
         text, offsets = unwrap_lines(text, offsets)
     text, offsets = rewrite(text, offsets, _SPACES, " ")

@@ -245,6 +245,8 @@ _BLOCK_TAGS = {
 }  # fmt: skip
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _WS = re.compile(r"\s+")
+_INLINE_WS = re.compile(r"[^\S\n]+")
+_LINE_WS = re.compile(r" ?\n[\s]*")
 
 
 def html_document(
@@ -277,7 +279,8 @@ def _html_blocks(node, parts: list[tuple[str, str, int]]) -> None:
     inline: list[str] = []
 
     def flush() -> None:
-        text = _WS.sub(" ", "".join(inline)).strip()
+        # Spaces collapse; line breaks from <br> stay.
+        text = _LINE_WS.sub("\n", _INLINE_WS.sub(" ", "".join(inline))).strip()
         inline.clear()
         if text:
             parts.append(("paragraph", text, 0))
