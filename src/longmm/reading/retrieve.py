@@ -288,15 +288,20 @@ def export_onnx(model, path: Path, quantize: bool) -> Path:
 
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+                # quantize_dynamic logs advice at WARNING through the root logger (and adds a
+                # handler to it): keep the user's logging as it was.
                 root = logging.getLogger()
-                level = root.level
-                root.setLevel(logging.ERROR)  # quantize_dynamic logs advice at WARNING
+                level, handlers = root.level, list(root.handlers)
+                root.setLevel(logging.ERROR)
                 try:
                     quantize_dynamic(
                         str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True
                     )
                 finally:
                     root.setLevel(level)
+                    for handler in root.handlers[:]:
+                        if handler not in handlers:
+                            root.removeHandler(handler)
             else:
                 os.replace(fp32, tmp)
         except Exception as exc:
