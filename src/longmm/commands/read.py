@@ -156,3 +156,11 @@ class _ProgressBar:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+if __name__ == "__main__":  # `python -m longmm.commands.read`: skips the training stack's imports
+    try:
+        main(sys.argv[1:])
+    except LongmmError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
