@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from longmm.deploy.onnx import (
     OUTPUT,
     PARITY_TOLERANCE,
     check_parity,
+    dynamic_axes,
     export_onnx,
     feeds,
     quantize_int8,
@@ -280,8 +280,6 @@ def write_manifest(
     dm = loaded.datamodule
     state = dm.preprocessing_state()
     axes = {}
-    from longmm.deploy.onnx import dynamic_axes
-
     for name, dims in dynamic_axes(example, names).items():
         if name == OUTPUT:
             continue
@@ -401,11 +399,6 @@ def summary_text(report: dict[str, Any], out: Path) -> str:
         for name, row in report["engines"].items()
     ]
     return "\n".join([f"export folder: {out}", *rows, f"report: {out / 'report.md'}"])
-
-
-def copy_if_exists(src: Path, dst: Path) -> None:
-    if src.is_file():
-        shutil.copyfile(src, dst)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from longmm.errors import CheckpointError, LongmmError
+from longmm.errors import CheckpointError, DataError, LongmmError
 from longmm.runs import read_checkpoint
 
 Batch = dict[str, Tensor]
@@ -96,7 +96,16 @@ def load_run(run_dir: str | Path, data_root: str | None = None, setup: bool = Tr
     if state and hasattr(datamodule, "load_state_dict"):
         datamodule.load_state_dict(state)  # the run's tokenizer and statistics, not refitted
     if setup:
-        datamodule.setup("fit")
+        try:
+            datamodule.setup("fit")
+        except DataError as err:
+            if err.where != "data.root":
+                raise
+            raise DataError(
+                "data.root",
+                f"{err.reason} (a relative root is read from the current folder, as when "
+                f"`longmm fit` ran; give --data-root)",
+            ) from err
     return LoadedRun(run, config, model, datamodule, ckpt_path)
 
 
