@@ -264,12 +264,15 @@ def _quiet_root_logger() -> Iterator[None]:
     """ONNX Runtime's quantizer logs per-tensor notes (1-D weights that have no channel
     axis to quantize per channel) on the root logger; they say nothing to a user."""
     root = logging.getLogger()
-    level = root.level
+    level, handlers = root.level, list(root.handlers)
     root.setLevel(logging.ERROR)
     try:
         yield
     finally:
         root.setLevel(level)
+        for handler in root.handlers[:]:  # the quantizer may add its own handler
+            if handler not in handlers:
+                root.removeHandler(handler)
 
 
 # ---- timing -------------------------------------------------------------------------------
