@@ -1,14 +1,16 @@
 """``longmm bench serve``: a bounded load on a real ``longmm serve`` process, for one request
 per model call (``--max-batch 1``) and for dynamic batching, in one run.
 
-For each configuration the server is started as its own process on a free loopback port
-(the command a user types), warmed up, then sent ``--requests`` requests by ``--concurrency``
-concurrent clients, of which ``--malformed`` (a share) are broken in varied ways: invalid JSON,
-unknown fields, missing inputs, wrong types, an unknown model, too many tokens, an image for a
-text model, bad base64, a wrong content type, no API key, an oversized body. Then it is
-stopped with SIGTERM. Reported per configuration: throughput, latency percentiles of the good
-requests, counts by status code, the batch-size histogram scraped from ``/metrics``, whether
-every malformed request got a 4xx, and whether the server crashed (exited other than cleanly,
+Each configuration gets its own server process on a free loopback port (the command a user
+types); both are warmed up, then sent the same ``--requests`` requests by ``--concurrency``
+concurrent clients, in ``--rounds`` interleaved rounds (A then B, B then A, ...: on a shared
+machine a change of load mid-run then falls on both alike). ``--malformed`` (a share) of the
+requests are broken in varied ways: invalid JSON, unknown fields, missing inputs, wrong types,
+an unknown model, too many tokens, an image for a text model, bad base64, a wrong content
+type, no API key, an oversized body. Then the servers are stopped with SIGTERM. Reported per
+configuration: throughput, latency percentiles of the good requests, counts by status code,
+the batch-size histogram scraped from ``/metrics``, whether every malformed request got a
+4xx, and whether the server crashed (exited other than cleanly, or dropped a connection).
 or dropped a connection).
 """
 
@@ -61,17 +63,30 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--run", default=None, help="run folder to serve (default: train one)")
     p.add_argument(
         "--recipe",
-        default="recipes/rnn_sentiment.yaml",
-        help="recipe trained when --run is not given",
+        default="recipes/fusion_av_digits.yaml",
+        help="recipe trained when --run is not given (briefly: the load, not the accuracy, "
+        "is measured)",
     )
+    p.add_argument("--train-epochs", type=int, default=2, help="epochs of that training")
     p.add_argument("--runs", default="benchmarks/runs", help="parent folder of a trained run")
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--malformed", type=float, default=0.1, help="share of malformed requests")
     p.add_argument("--max-batch", type=int, default=32, help="the dynamic batching row's size")
     p.add_argument("--batch-timeout-ms", type=float, default=10.0)
+    p.add_argument(
+        "--text-sentences",
+        type=int,
+        default=12,
+        help="a text request holds half this many to this many review sentences (1: one)",
+    )
     p.add_argument("--warmup", type=int, default=64, help="requests sent before measuring")
     p.add_argument("--threads", type=int, default=1, help="torch threads in the server")
+    p.add_argument("--api-servers", type=int, default=2, help="HTTP processes per server")
+    p.add_argument("--clients", type=int, default=2, help="load-generating processes")
+    p.add_argument(
+        "--rounds", type=int, default=4, help="interleaved rounds the requests are split into"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default="benchmarks/results/serve.json", help="output JSON")
 
@@ -79,12 +94,15 @@ def add_parser(sub: Any) -> None:
 # ---- payloads -------------------------------------------------------------------------------
 
 
-def _texts(n: int, seed: int) -> list[str]:
+def _texts(n: int, seed: int, sentences: int = 1) -> list[str]:
+    """Texts of ``sentences // 2`` to ``sentences`` sentences of the embedded review set (one
+    sentence each when ``sentences`` is 1): short posts, or review-length documents."""
     from longmm.data.builtin import BUILTINS
 
     pool = [s.inputs["text"] for s in BUILTINS["sentiment"].read().splits["all"]]
     rng = random.Random(seed)
-    return [rng.choice(pool) for _ in range(n)]
+    lo = max(1, sentences // 2)
+    return [" ".join(rng.choices(pool, k=rng.randint(lo, sentences))) for _ in range(n)]
 
 
 def _images(n: int, seed: int) -> list[bytes]:
@@ -124,13 +142,13 @@ class Request:
 
 
 def build_requests(
-    model: str, modalities: list[str], n: int, malformed: float, seed: int
+    model: str, modalities: list[str], n: int, malformed: float, seed: int, sentences: int = 1
 ) -> list[Request]:
     """``n`` requests in a fixed shuffled order: good ones for the model's modalities, and
     about ``malformed * n`` broken ones cycling through ``MALFORMED_KINDS``."""
     rng = random.Random(seed)
     n_bad = round(n * malformed)
-    texts = _texts(n, seed) if "text" in modalities else []
+    texts = _texts(n, seed, sentences) if "text" in modalities else []
     images = _images(n, seed) if "image" in modalities else []
     clips = _clips(min(n, 200), seed) if "audio" in modalities else []
     json_headers = {"Content-Type": "application/json", "X-API-Key": KEY}
@@ -191,7 +209,15 @@ def _free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, run: Path, max_batch: int, timeout_ms: float, threads: int, log: Path):
+    def __init__(
+        self,
+        run: Path,
+        max_batch: int,
+        timeout_ms: float,
+        threads: int,
+        log: Path,
+        api_servers: int = 1,
+    ):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [
@@ -212,6 +238,8 @@ class ServerProcess:
             str(MAX_TEXT_TOKENS),
             "--max-request-mb",
             str(MAX_REQUEST_MB),
+            "--api-servers",
+            str(api_servers),
         ]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         self.log = open(log, "w")  # noqa: SIM115
@@ -301,18 +329,32 @@ async def _send_all(
     return results
 
 
-def measure(
-    server: ServerProcess, requests: list[Request], warmup: list[Request], concurrency: int
+_LOAD: list[Request] = []  # the requests, inherited by forked client processes
+
+
+def _client_process(url: str, indices: list[int], concurrency: int) -> list[tuple]:
+    """One load-generating process: ``(index, status, seconds)`` for its share."""
+    sent = asyncio.run(_send_all(url, [_LOAD[i] for i in indices], concurrency))
+    position = {id(_LOAD[i]): i for i in indices}
+    return [(position[id(r)], status, t) for r, status, t in sent]
+
+
+def send_load(
+    pool: Any, url: str, indices: list[int], concurrency: int, clients: int
+) -> list[tuple[Request, int | str, float]]:
+    """``indices`` of the load sent by ``clients`` processes (``concurrency`` connections in
+    all): on a small machine one Python client alone cannot keep a fast server busy."""
+    if clients <= 1:
+        return asyncio.run(_send_all(url, [_LOAD[i] for i in indices], concurrency))
+    shares = [indices[c::clients] for c in range(clients)]
+    per_client = max(1, concurrency // clients)
+    futures = [pool.submit(_client_process, url, share, per_client) for share in shares]
+    return [(_LOAD[i], status, t) for f in futures for i, status, t in f.result()]
+
+
+def summarize(
+    results: list[tuple[Request, int | str, float]], seconds: float, hist: dict[str, int]
 ) -> dict[str, Any]:
-    url = server.url + "/predict"
-    asyncio.run(_send_all(url, warmup, concurrency))
-    before = batch_histogram(server.metrics())
-    start = time.perf_counter()
-    results = asyncio.run(_send_all(url, requests, concurrency))
-    seconds = time.perf_counter() - start
-    after = batch_histogram(server.metrics())
-    hist = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    hist = {k: v for k, v in hist.items() if v > 0}
     codes = Counter(str(status) for _, status, _ in results)
     good = [t for r, status, t in results if r.malformed is None and status == 200]
     bad = [(r, status) for r, status, _ in results if r.malformed is not None]
@@ -335,6 +377,49 @@ def measure(
     }
 
 
+def measure(
+    servers: dict[int, ServerProcess],
+    requests: list[Request],
+    warmup: list[Request],
+    concurrency: int,
+    rounds: int,
+    clients: int = 1,
+) -> dict[int, dict[str, Any]]:
+    """Send ``requests`` to every server in ``rounds`` interleaved rounds (A B, B A, ...), so
+    that a change in the machine's load mid-run falls on both configurations alike."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _LOAD[:] = [*requests, *warmup]
+    n = len(requests)
+    pool = ProcessPoolExecutor(clients, mp_context=multiprocessing.get_context("fork"))
+    try:
+        for server in servers.values():
+            send_load(
+                pool, server.url + "/predict", list(range(n, len(_LOAD))), concurrency, clients
+            )
+        before = {mb: batch_histogram(s.metrics()) for mb, s in servers.items()}
+        results: dict[int, list] = {mb: [] for mb in servers}
+        seconds = dict.fromkeys(servers, 0.0)
+        size = -(-n // rounds)
+        order = list(servers)
+        for r in range(rounds):
+            chunk = list(range(r * size, min(n, (r + 1) * size)))
+            for mb in order if r % 2 == 0 else order[::-1]:
+                start = time.perf_counter()
+                url = servers[mb].url + "/predict"
+                results[mb] += send_load(pool, url, chunk, concurrency, clients)
+                seconds[mb] += time.perf_counter() - start
+    finally:
+        pool.shutdown()
+    rows = {}
+    for mb, server in servers.items():
+        after = batch_histogram(server.metrics())
+        hist = {k: after[k] - before[mb].get(k, 0) for k in after}
+        rows[mb] = summarize(results[mb], seconds[mb], {k: v for k, v in hist.items() if v > 0})
+    return rows
+
+
 # ---- the benchmark --------------------------------------------------------------------------
 
 
@@ -345,7 +430,20 @@ def _trained_run(opts: argparse.Namespace) -> Path:
     if not (run / "checkpoints" / "best.ckpt").is_file():
         print(f"[bench serve] training {opts.recipe} into {run}", flush=True)
         subprocess.run(
-            [sys.executable, "-m", "longmm.cli", "fit", "--config", opts.recipe, "--out", str(run)],
+            [
+                sys.executable,
+                "-m",
+                "longmm.cli",
+                "fit",
+                "--config",
+                opts.recipe,
+                "--out",
+                str(run),
+                "--trainer.max_epochs",
+                str(opts.train_epochs),
+                "--trainer.enable_progress_bar",
+                "false",
+            ],
             check=True,
         )
     return run
@@ -358,38 +456,50 @@ def run_serve_bench(opts: argparse.Namespace) -> dict[str, Any]:
     served = load_served_run(run)
     model, modalities = served.name, served.modalities
     del served
-    requests = build_requests(model, modalities, opts.requests, opts.malformed, opts.seed)
+    requests = build_requests(
+        model, modalities, opts.requests, opts.malformed, opts.seed, opts.text_sentences
+    )
     warmup = [
         r
-        for r in build_requests(model, modalities, opts.warmup, 0.0, opts.seed + 1)
+        for r in build_requests(
+            model, modalities, opts.warmup, 0.0, opts.seed + 1, opts.text_sentences
+        )
         if r.malformed is None
     ]
     out_json = Path(opts.json)
     logs = Path(opts.runs) / "serve_logs"
     logs.mkdir(parents=True, exist_ok=True)
+    configs = (1, opts.max_batch)
+    servers: dict[int, ServerProcess] = {}
+    try:
+        for max_batch in configs:
+            print(f"[bench serve] starting the server with --max-batch {max_batch}", flush=True)
+            log = logs / f"max_batch_{max_batch}.log"
+            servers[max_batch] = ServerProcess(
+                run, max_batch, opts.batch_timeout_ms, opts.threads, log, opts.api_servers
+            )
+        measured = measure(servers, requests, warmup, opts.concurrency, opts.rounds, opts.clients)
+        alive = {mb: s.alive() for mb, s in servers.items()}
+    finally:
+        codes = {mb: s.stop() for mb, s in servers.items()}
     rows = []
-    for max_batch in (1, opts.max_batch):
-        print(f"[bench serve] max_batch={max_batch}: starting the server", flush=True)
-        server = ServerProcess(
-            run, max_batch, opts.batch_timeout_ms, opts.threads, logs / f"max_batch_{max_batch}.log"
-        )
-        try:
-            row = measure(server, requests, warmup, opts.concurrency)
-            alive = server.alive()
-        finally:
-            code = server.stop()
+    for max_batch in configs:
+        row = measured[max_batch]
         row = {
             "max_batch": max_batch,
             "batch_timeout_ms": opts.batch_timeout_ms if max_batch > 1 else 0.0,
             **row,
-            "exit_code": code,
-            "crashed": (not alive) or code != 0 or row["connection_errors"] > 0,
-            "server_command": shlex.join(["longmm", *server.command[3:]]),
+            "exit_code": codes[max_batch],
+            "crashed": (not alive[max_batch])
+            or codes[max_batch] != 0
+            or row["connection_errors"] > 0,
+            "server_command": shlex.join(["longmm", *servers[max_batch].command[3:]]),
         }
         rows.append(row)
         print(
-            f"  {row['throughput_rps']} req/s, p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
-            f"codes {row['status_counts']}, batches {row['batch_size_histogram']}",
+            f"  max_batch {max_batch}: {row['throughput_rps']} req/s, p50 {row['p50_ms']} ms, "
+            f"p99 {row['p99_ms']} ms, codes {row['status_counts']}, "
+            f"batches {row['batch_size_histogram']}",
             flush=True,
         )
     one, dyn = rows
@@ -420,7 +530,11 @@ def run_serve_bench(opts: argparse.Namespace) -> dict[str, Any]:
             "malformed_share": opts.malformed,
             "malformed_kinds": list(MALFORMED_KINDS),
             "warmup_requests": len(warmup),
+            "interleaved_rounds": opts.rounds,
+            "text_sentences": opts.text_sentences,
             "server_torch_threads": opts.threads,
+            "api_servers": opts.api_servers,
+            "client_processes": opts.clients,
         },
         "machine": MACHINE,
         "command": "longmm bench serve " + " ".join(shlex.quote(a) for a in opts.argv),

@@ -60,6 +60,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    api_servers: int = 1
     max_batch: int = 32
     batch_timeout_ms: float = 10.0
     api_key: str | None = None
@@ -454,8 +455,8 @@ def serve(run_dirs: list[str], options: ServeOptions) -> None:
         raise LongmmError(f"--host must be one of {', '.join(ALLOWED_HOSTS)}, got {options.host}")
     if not 1024 <= options.port <= 65535:
         raise LongmmError(f"--port must be in 1024..65535, got {options.port}")
-    if options.max_batch < 1 or options.workers < 1:
-        raise LongmmError("--max-batch and --workers must be >= 1")
+    if min(options.max_batch, options.workers, options.api_servers) < 1:
+        raise LongmmError("--max-batch, --workers and --api-servers must be >= 1")
     _check_port_free(options.host, options.port)
     names = [Path(p).resolve().name for p in run_dirs]
     if len(set(names)) != len(names):
@@ -500,7 +501,7 @@ def serve(run_dirs: list[str], options: ServeOptions) -> None:
         server.run(
             host=options.host,
             port=options.port,
-            num_api_servers=1,
+            num_api_servers=options.api_servers,
             log_level=options.log_level,
             generate_client_file=False,
         )
@@ -518,6 +519,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--host", default="127.0.0.1", choices=ALLOWED_HOSTS)
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1, help="inference workers per device")
+    parser.add_argument(
+        "--api-servers", type=int, default=1, help="HTTP server processes (uvicorn) in front"
+    )
     parser.add_argument("--max-batch", type=int, default=32, help="inputs per model call")
     parser.add_argument(
         "--batch-timeout-ms", type=float, default=10.0, help="longest wait to fill a batch"
@@ -556,6 +560,7 @@ def main(argv: list[str]) -> None:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        api_servers=args.api_servers,
         max_batch=args.max_batch,
         batch_timeout_ms=args.batch_timeout_ms,
         api_key=api_key,
