@@ -81,3 +81,48 @@ def test_export_refuses_bad_input(image_run: Path, tmp_path: Path) -> None:
         export_run(tmp_path / "nothing", tmp_path / "out")
     with pytest.raises(LongmmError, match="other than the run folder"):
         export_run(image_run, image_run)
+
+
+def _av_batch(b: int, t: int) -> dict[str, torch.Tensor]:
+    mask = torch.arange(t)[None, :] < torch.randint(t // 2, t + 1, (b,))[:, None]  # (B, T)
+    image = torch.randn(b, 1, 8, 8)
+    return {"image": image, "audio": torch.randn(b, 40, t) * mask[:, None], "audio_mask": mask}
+
+
+@pytest.mark.parametrize(
+    "fusion",
+    [
+        "ConcatFusion",
+        "WeightedFusion",
+        "GatedFusion",
+        "LateFusion",
+        "TensorFusion",
+        "GraphFusion",
+        pytest.param(
+            "CrossModalFusion",
+            marks=pytest.mark.xfail(
+                raises=ParityError,
+                strict=True,
+                reason="nn.MultiheadAttention's traced graph freezes the key length",
+            ),
+        ),
+    ],
+)
+def test_every_fusion_exports_with_dynamic_batch_and_audio_length(
+    fusion: str, tmp_path: Path
+) -> None:
+    from longmm import fusion as fusions
+    from longmm.deploy.onnx import export_onnx
+    from longmm.encoders import AudioCNN, ResNetCNN
+    from longmm.tasks import Classify
+
+    torch.manual_seed(0)
+    encoders = {"image": ResNetCNN(1, 8, [8, 16], dim=16), "audio": AudioCNN(40, 16, [8, 16])}
+    cls = getattr(fusions, fusion)
+    module = cls() if fusion == "LateFusion" else cls(out_dim=16)
+    model = Classify(encoders, fusion=module, num_classes=10).eval()
+    names = ["image", "audio", "audio_mask"]
+    export_onnx(model, _av_batch(6, 50), names, tmp_path / "m.onnx")
+    sess = session(tmp_path / "m.onnx")
+    parity = check_parity(model, sess, [_av_batch(3, 37), _av_batch(9, 81)], names)
+    assert parity.max_abs_diff <= 1e-4

@@ -143,7 +143,14 @@ def check_parity(
         for b in variants:
             with torch.no_grad():
                 ref = model(b).float().cpu().numpy()
-            out = sess.run([OUTPUT], feeds(b, names))[0]
+            try:
+                out = sess.run([OUTPUT], feeds(b, names))[0]
+            except Exception as err:  # onnxruntime's own Fail/InvalidArgument errors
+                raise ParityError(
+                    f"{where}: ONNX Runtime fails on inputs {_shapes(b, names)} "
+                    f"({str(err).splitlines()[0][:300]}); the traced graph has a shape frozen "
+                    f"by tracing (a Python int taken from a tensor's size)"
+                ) from err
             if out.shape != ref.shape:
                 raise ParityError(f"{where}: output shape {out.shape}, PyTorch gives {ref.shape}")
             diff = float(np.max(np.abs(out - ref))) if out.size else 0.0

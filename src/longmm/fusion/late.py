@@ -50,7 +50,7 @@ class LateFusion(Fusion):
 
     def forward(self, inputs: dict[str, EncoderOutput]) -> FusionOutput:
         present = self.presence(inputs)  # (B, M)
-        b = len(present)
+        b = present.shape[0]  # not len(): the ONNX tracer keeps shape[0] dynamic
         if self.combine == "learned":
             scores = self.modality_scores.expand(b, -1)
         else:

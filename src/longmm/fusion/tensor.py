@@ -41,7 +41,7 @@ class TensorFusion(Fusion):
 
     def forward(self, inputs: dict[str, EncoderOutput]) -> FusionOutput:
         present = self.presence(inputs)  # (B, M)
-        b = len(present)
+        b = present.shape[0]  # not len(): the ONNX tracer keeps shape[0] dynamic
         product = None
         for i, m in enumerate(self.dims):
             miss = self.missing[m]
