@@ -85,3 +85,8 @@ def test_cli_writes_json_and_table(tmp_path, capsys):
 def test_bad_lengths_are_named():
     with pytest.raises(LongmmError, match="comma-separated integers"):
         E._lengths("4k", (1,))
+
+
+def test_a_run_past_its_memory_limit_is_an_error_row_not_an_oom_kill():
+    row = E.measure_in_child("longmm", 4096, "fp32", 1, 1, timeout=300, memory_limit_mib=200)
+    assert row["error"] == "out of memory (limit 200 MiB)" and "seconds" not in row

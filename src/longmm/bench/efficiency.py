@@ -123,24 +123,48 @@ def measure(
     }
 
 
+def _limit_memory(limit_mib: int):
+    """A ``preexec_fn`` capping the child's data segment (heap and anonymous mappings), so
+    that a model running out of memory fails alone with an allocation error instead of waking
+    the machine's OOM killer, which could pick anyone's process."""
+
+    def apply() -> None:
+        size = limit_mib * 2**20
+        resource.setrlimit(resource.RLIMIT_DATA, (size, size))
+
+    return apply
+
+
 def measure_in_child(
-    impl: str, tokens: int, precision: str, threads: int | None, repeats: int, timeout: float
+    impl: str,
+    tokens: int,
+    precision: str,
+    threads: int | None,
+    repeats: int,
+    timeout: float,
+    memory_limit_mib: int = 10240,
 ) -> dict:
-    """:func:`measure` in a fresh interpreter (its own peak memory)."""
+    """:func:`measure` in a fresh interpreter (its own peak memory), its memory capped at
+    ``memory_limit_mib``. A failure becomes a row with ``error`` (and no numbers)."""
     cmd = [sys.executable, "-m", "longmm.bench.efficiency", impl, str(tokens), precision]
     cmd += [str(repeats), str(threads or 0)]
+    row: dict[str, Any] = {"impl": impl, "precision": precision, "tokens": tokens}
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=_limit_memory(memory_limit_mib),
+        )
     except subprocess.TimeoutExpired:
-        return {
-            "impl": impl,
-            "precision": precision,
-            "tokens": tokens,
-            "error": f"timed out after {timeout:.0f} s",
-        }
+        return {**row, "error": f"timed out after {timeout:.0f} s"}
     if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return {"impl": impl, "precision": precision, "tokens": tokens, "error": " | ".join(tail)}
+        text = done.stderr + done.stdout
+        if "can't allocate memory" in text or "MemoryError" in text or done.returncode == -9:
+            return {**row, "error": f"out of memory (limit {memory_limit_mib} MiB)"}
+        tail = " | ".join(text.strip().splitlines()[-2:])
+        return {**row, "error": f"exit {done.returncode}: {tail or 'no output'}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -226,7 +250,9 @@ def run_efficiency_bench(opts: argparse.Namespace) -> None:
     for impl, precision, n in plan:
         print(f"[bench efficiency] {impl} {precision} {n} tokens ...", flush=True)
         repeats = opts.repeats if n <= 16384 else 1
-        row = measure_in_child(impl, n, precision, opts.threads, repeats, opts.timeout)
+        row = measure_in_child(
+            impl, n, precision, opts.threads, repeats, opts.timeout, opts.memory_limit
+        )
         rows.append(row)
         shown = row.get("error") or (
             f"{row['seconds']:.2f} s, {row['tokens_per_s']:.0f} tok/s, "
@@ -263,6 +289,12 @@ def add_parser(sub) -> None:
         "--repeats", type=int, default=2, help="timed forwards up to 16K (the best counts)"
     )
     p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
+    p.add_argument(
+        "--memory-limit",
+        type=int,
+        default=10240,
+        help="MiB of data segment per measurement (beyond it the run fails as out of memory)",
+    )
     p.add_argument("--docs", default=None, help="results page to update (e.g. docs/results.md)")
 
 
