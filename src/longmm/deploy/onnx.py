@@ -88,6 +88,24 @@ def export_onnx(
     """Trace ``model`` on ``batch``'s ``names`` and write a checked ONNX file atomically."""
     wrapper = BatchForward(model, names).eval()
     args = tuple(batch[n] for n in names)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    # The fused inference kernels of nn.MultiheadAttention / nn.TransformerEncoderLayer have
+    # no ONNX form (or trace with frozen lengths): export their plain operations.
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        _trace_to_onnx(wrapper, args, names, batch, path, opset)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def _trace_to_onnx(
+    wrapper: nn.Module,
+    args: tuple[Tensor, ...],
+    names: Sequence[str],
+    batch: dict[str, Tensor],
+    path: str | Path,
+    opset: int,
+) -> None:
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
         # Tracer warnings name the Python checks that tracing freezes: parity covers them.
         warnings.simplefilter("ignore")
