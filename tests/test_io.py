@@ -55,3 +55,11 @@ def test_safetensors_weights(tmp_path: Path) -> None:
     (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00garbage")
     with pytest.raises(CheckpointError, match="bad.safetensors"):
         load_weights(tmp_path / "bad.safetensors")
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path: Path) -> None:
+    from longmm.io import _UMASK
+
+    target = tmp_path / "out.json"
+    atomic_write_json(target, {"a": 1})
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_UMASK
