@@ -575,7 +575,7 @@ def test_sigterm_finishes_the_request_in_flight(server: Server) -> None:
         socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
 
 
-def test_serve_refuses_a_non_classifier_or_missing_run(tmp_path: Path) -> None:
+def test_serve_refuses_missing_runs_and_a_busy_port(tmp_path: Path) -> None:
     from longmm.deploy.serve import main
     from longmm.errors import LongmmError
 
