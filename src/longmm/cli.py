@@ -23,6 +23,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from longmm.entry import onnx_engine_args
 from longmm.errors import LongmmError
 from longmm.evaluation.plots import plot_confusion_matrix, plot_curves
 from longmm.evaluation.report import run_report
@@ -344,16 +345,6 @@ Run 'longmm COMMAND --help' for a command's options.
 """
 
 
-def _onnx_engine(args: list[str]) -> list[str] | None:
-    """``predict`` arguments without ``--engine onnx`` when they ask for it, else None."""
-    for i, arg in enumerate(args):
-        if arg == "--engine" and i + 1 < len(args) and args[i + 1] == "onnx":
-            return args[:i] + args[i + 2 :]
-        if arg == "--engine=onnx":
-            return args[:i] + args[i + 1 :]
-    return None
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -362,10 +353,11 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     torch.set_float32_matmul_precision("high")
     try:
-        if command == "predict" and _onnx_engine(rest) is not None:
+        onnx_args = onnx_engine_args(rest) if command == "predict" else None
+        if onnx_args is not None:
             from longmm.deploy.runtime import main as predict_onnx
 
-            predict_onnx(_onnx_engine(rest), prog="longmm predict --engine onnx")
+            predict_onnx(onnx_args, prog="longmm predict --engine onnx")
         elif command in LIGHTNING_COMMANDS:
             run_lightning(argv)
         elif command in COMMANDS:
