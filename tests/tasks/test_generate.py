@@ -316,6 +316,8 @@ def test_mnist_recipes_report_judge_metrics(recipe: str, tmp_path: Path) -> None
             "1",
             "--trainer.limit_train_batches",
             "20",
+            "--trainer.check_val_every_n_epoch",
+            "1",
             "--trainer.enable_progress_bar",
             "false",
             "--out",
