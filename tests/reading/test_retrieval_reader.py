@@ -125,6 +125,20 @@ def test_hybrid_reads_several_documents(torch_encoder: DenseEncoder) -> None:
     assert "water ice" in dense.answer("What are Saturn's rings made of?", docs).evidence[0].text
 
 
+def test_hybrid_on_large_inputs_reranks_bm25_candidates(torch_encoder: DenseEncoder) -> None:
+    doc = text_document(CONTRACT, "lease.md", markdown=True)
+    reader = RetrievalReader(
+        strategy="hybrid", encoder=torch_encoder, dense_all_max=3, rerank_depth=4, top_k=1
+    )
+    index = reader.index([doc])
+    assert index.n_chunks > 4 and not index.chunk_vectors.done.any()
+    reader.rank("What is the late payment fee?", index)
+    assert index.chunk_vectors.done.sum() == 4  # only BM25's best 4 were embedded
+    # No question word anywhere: BM25 cannot choose, so every chunk is embedded.
+    reader.rank("Who owns the flat?", index)
+    assert index.chunk_vectors.done.all()
+
+
 def test_evidence_grows_around_the_hit_within_its_section() -> None:
     doc = text_document(CONTRACT, "lease.md", markdown=True)
     reader = RetrievalReader(strategy="bm25", top_k=1, passage_tokens=200)

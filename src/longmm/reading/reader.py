@@ -234,7 +234,13 @@ class RetrievalReader:
         if self.strategy == "dense":
             return self._dense(question, index, np.arange(n), depth, progress)
         lexical = top_k(index.bm25.scores(question), depth)
-        pool = np.arange(n) if n <= self.dense_all_max else np.array([i for i, _ in lexical])
+        if n <= self.dense_all_max or lexical[0][1] <= 0:
+            # Small collections, or no question word in any chunk: BM25 cannot pick the
+            # candidates, so the dense model reads every chunk.
+            pool = np.arange(n)
+            lexical = [(i, s) for i, s in lexical if s > 0]
+        else:
+            pool = np.array([i for i, _ in lexical])
         dense = self._dense(question, index, pool, depth, progress)
         fused = reciprocal_rank_fusion(
             [[i for i, _ in lexical], [i for i, _ in dense]], k=self.rrf_k
