@@ -1,8 +1,10 @@
 """The ``longmm`` console entry point.
 
-Most commands need torch and Lightning (``longmm.cli``). Predicting with an ONNX export
-must not: on an edge device only onnxruntime and numpy may be installed. This module
-therefore imports nothing heavy and hands every other command to ``longmm.cli``.
+Most commands need torch and Lightning (``longmm.cli``). Two must not pay for them:
+predicting with an ONNX export (on an edge device only onnxruntime and numpy may be
+installed) and ``read`` (importing Lightning costs seconds before the first page is read).
+This module imports nothing heavy, runs those two itself and hands every other command to
+``longmm.cli``.
 """
 
 from __future__ import annotations
@@ -28,17 +30,23 @@ def main(argv: list[str] | None = None) -> None:
         onnx_args, prog = rest, "longmm predict-onnx"
     else:
         prog = "longmm predict --engine onnx"
-    if onnx_args is None:
+    if onnx_args is None and command != "read":
         from longmm.cli import main as full_main
 
         full_main(argv)
         return
 
-    from longmm.deploy.runtime import main as predict_onnx
     from longmm.errors import LongmmError
 
     try:
-        predict_onnx(onnx_args, prog=prog)
+        if command == "read":
+            from longmm.commands.read import main as read
+
+            read(rest)
+        else:
+            from longmm.deploy.runtime import main as predict_onnx
+
+            predict_onnx(onnx_args, prog=prog)
     except LongmmError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
