@@ -520,6 +520,25 @@ def memory_solver() -> TrainedReader:
     return _solver("memory")
 
 
+def export_checkpoint(ckpt: str | Path, out: str | Path) -> None:
+    """``reader.safetensors`` from a :class:`ReadNeedles` Lightning checkpoint (for a run
+    stopped before it wrote one)."""
+    from longmm.runs import read_checkpoint
+
+    data = read_checkpoint(ckpt)
+    hp = data.get("hyper_parameters", {})
+    if hp.get("reader") not in READERS:
+        raise CheckpointError(f"{ckpt}: not a ReadNeedles checkpoint (no 'reader' hyperparameter)")
+    args = {"vocab_size": vocab_size(), **(hp.get("reader_args") or {})}
+    reader = READERS[hp["reader"]](**args)
+    state = {
+        k[len("reader.") :]: v for k, v in data["state_dict"].items() if k.startswith("reader.")
+    }
+    reader.load_state_dict(state)
+    threshold = math.log(float(hp.get("pos_weight", 1.0)))
+    save_reader(reader, hp["reader"], args, Path(out), threshold)
+
+
 # -- strict evaluation --------------------------------------------------------------------------
 def strict_scores(prediction: str, answers: tuple[str, ...]) -> dict[str, float]:
     """RULER's score is recall (the share of answers found in the prediction), which a reader
@@ -554,12 +573,16 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m longmm.reading.trained READER_FILE TASK LENGTH[,LENGTH] SAMPLES [OUT.json]``:
-    recall, precision and exact match of a trained reader."""
+    recall, precision and exact match of a trained reader;
+    ``python -m longmm.reading.trained export CKPT OUT``: reader file from a checkpoint."""
     import sys
 
     from longmm.io import atomic_write_json
 
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 3 and args[0] == "export":  # ... export CKPT OUT
+        export_checkpoint(args[1], args[2])
+        return
     if len(args) < 4:
         raise SystemExit(main.__doc__)
     solver = TrainedReader.from_file(args[0])
