@@ -75,9 +75,10 @@ class Window:
     span can be widened to whole words)."""
 
     ids: list[int]
-    type_ids: list[int]
+    type_ids: list[int]  # MiniLM's segments: 0 question, 1 passage
     passage_at: int  # index of the first passage token in ``ids``
     offsets: list[tuple[int, int]]
+    roles: list[int]  # the head's: 0 question, 1 passage, 2 passage token that is a question word
 
 
 def _encode_text(text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -96,6 +97,7 @@ def make_windows(
     q_ids, _ = _encode_text(question)
     q_ids = q_ids[: max_length // 2]
     p_ids, p_offsets = _encode_text(passage)
+    asked = _content_ids(q_ids)
     room = max_length - len(q_ids) - 3
     step = max(room - stride, 1)
     windows = []
@@ -109,11 +111,33 @@ def make_windows(
                 type_ids=[0] * len(head) + [1] * (len(ids) + 1),
                 passage_at=len(head),
                 offsets=p_offsets[first : first + room],
+                roles=[0] * len(head) + [2 if i in asked else 1 for i in ids] + [1],
             )
         )
         if first + room >= len(p_ids):
             return windows
         first += step
+
+
+@functools.lru_cache(maxsize=1)
+def _content_vocab() -> frozenset[int]:
+    """Token ids that carry content (not punctuation, not stopwords): the question words
+    worth matching in a passage (the classic exact-match feature of span readers)."""
+    from longmm.reading.answer import STOPWORDS
+
+    _, tok = _minilm()
+    keep = set()
+    for token, i in tok.get_vocab().items():
+        word = token.removeprefix("##")
+        special = token.startswith("[") and token.endswith("]")
+        if word.isalnum() and not special and word not in STOPWORDS:
+            keep.add(i)
+    return frozenset(keep)
+
+
+def _content_ids(ids: Sequence[int]) -> set[int]:
+    vocab = _content_vocab()
+    return {i for i in ids if i in vocab}
 
 
 def _pad(rows: Sequence[Sequence[int]], value: int = 0) -> Tensor:
@@ -148,7 +172,8 @@ class SpanHead(nn.Module):
     """Start/end scores per token from frozen encoder features.
 
     ``features (B, L, in_dim)``, ``mask (B, L)`` True on real tokens, ``type_ids (B, L)``
-    (0 question, 1 passage) -> ``(start, end)`` logits ``(B, L)``; padding gets -inf."""
+    (0 question, 1 passage, 2 passage token that is a content word of the question) ->
+    ``(start, end)`` logits ``(B, L)``; padding gets -inf."""
 
     def __init__(
         self,
@@ -160,7 +185,7 @@ class SpanHead(nn.Module):
     ) -> None:
         super().__init__()
         self.proj = nn.Linear(in_dim, dim)
-        self.segment = nn.Embedding(2, dim)
+        self.segment = nn.Embedding(3, dim)  # question / passage / passage word in question
         layer = nn.TransformerEncoderLayer(
             dim, heads, dim_feedforward=2 * dim, dropout=dropout, batch_first=True, norm_first=True
         )
@@ -453,7 +478,7 @@ class SpanFeatures(Dataset):
     def __init__(self, examples: Sequence[SpanExample], max_length: int) -> None:
         windows = [make_windows(x.question, x.passage, max_length)[0] for x in examples]
         self.features = [f.half() for f in encode_windows(windows)]
-        self.type_ids = [torch.tensor(w.type_ids) for w in windows]
+        self.type_ids = [torch.tensor(w.roles) for w in windows]
         targets = [_token_targets(w, x.answer) for w, x in zip(windows, examples, strict=True)]
         self.targets = torch.tensor(targets, dtype=torch.long)
 
@@ -689,6 +714,22 @@ def save_span_head(head: SpanHead, architecture: dict[str, Any], path: Path) -> 
     save_weights(head.state_dict(), path, metadata=meta)
 
 
+def export_span_head(checkpoint: str | Path, out: str | Path) -> Path:
+    """The head of a :class:`SpanExtraction` checkpoint (``.ckpt``) as a span-head file."""
+    from longmm.runs import read_checkpoint
+
+    ckpt = read_checkpoint(checkpoint)
+    hp = ckpt.get("hyper_parameters", {})
+    architecture = {k: hp[k] for k in ("dim", "heads", "layers", "dropout") if k in hp}
+    state = {k[5:]: v for k, v in ckpt["state_dict"].items() if k.startswith("head.")}
+    if not state:
+        raise DataError(str(checkpoint), "no span head weights (head.*) in this checkpoint")
+    head = SpanHead(**architecture)
+    head.load_state_dict(state)
+    save_span_head(head, architecture, Path(out))
+    return Path(out)
+
+
 def load_span_head(path: str | Path | None = None) -> SpanHead:
     """A trained head from a safetensors file (default: the one that ships in the package)."""
     from safetensors import safe_open
@@ -711,7 +752,8 @@ def load_span_head(path: str | Path | None = None) -> SpanHead:
 class SpanExtractor:
     """The trained span head as the retrieval reader's ``AnswerExtractor``.
 
-    Every passage is read in windows of ``max_length`` tokens with the question; the best
+    Every passage is read in windows of ``max_length`` tokens with the question (no longer
+    than the training windows: the head reads longer ones less well); the best
     span of all (widened to whole words) is the answer, scored by its margin over "no
     answer". ``min_score=None`` always answers with the best span; a number returns ``None``
     when no span beats "no answer" by that margin."""
@@ -719,9 +761,9 @@ class SpanExtractor:
     def __init__(
         self,
         weights: str | Path | None = None,
-        max_length: int = 256,
-        stride: int = 64,
-        max_answer_tokens: int = 24,
+        max_length: int = 192,
+        stride: int = 48,
+        max_answer_tokens: int = 12,
         min_score: float | None = None,
         batch_size: int = 16,
     ) -> None:
@@ -750,7 +792,7 @@ class SpanExtractor:
                 [
                     {
                         "features": feats[k],
-                        "type_ids": torch.tensor(jobs[k][1].type_ids),
+                        "type_ids": torch.tensor(jobs[k][1].roles),
                         "start": torch.tensor(0),
                         "end": torch.tensor(0),
                     }
