@@ -246,7 +246,9 @@ def run_efficiency_bench(opts: argparse.Namespace) -> None:
             raise LongmmError(f"--precisions: unknown {p!r}; choose from {PRECISIONS}")
     plan = [(impl, p, n) for n in both for impl in IMPLS for p in precisions]
     plan += [("longmm", "bf16" if "bf16" in precisions else precisions[0], n) for n in ours]
-    rows = []
+    rows: list[dict] = []
+    out = Path(opts.json or "benchmarks/results/efficiency.json")
+    command = ("longmm bench efficiency " + " ".join(opts.argv)).strip()
     for impl, precision, n in plan:
         print(f"[bench efficiency] {impl} {precision} {n} tokens ...", flush=True)
         repeats = opts.repeats if n <= 16384 else 1
@@ -259,9 +261,9 @@ def run_efficiency_bench(opts: argparse.Namespace) -> None:
             f"peak {row['peak_mib']:.0f} MiB (forward {row['forward_mib']:.0f})"
         )
         print(f"  -> {shown}", flush=True)
+        # Written after every row (marked incomplete): a long run stopped halfway keeps its rows.
+        atomic_write_json(out, {"rows": rows, "complete": False, "command": command})
     summary = checks(rows)
-    out = Path(opts.json or "benchmarks/results/efficiency.json")
-    command = ("longmm bench efficiency " + " ".join(opts.argv)).strip()
     atomic_write_json(out, {"rows": rows, "summary": summary, "command": command})
     text = table(rows, summary, command)
     print(text)
