@@ -752,8 +752,9 @@ def load_span_head(path: str | Path | None = None) -> SpanHead:
 class SpanExtractor:
     """The trained span head as the retrieval reader's ``AnswerExtractor``.
 
-    Every passage is read in windows of ``max_length`` tokens with the question (no longer
-    than the training windows: the head reads longer ones less well); the best
+    Every passage is read in short overlapping windows of ``max_length`` tokens with the
+    question (on real prose the head places spans better in short windows than in long ones:
+    on the essay needles that failed with 192-token windows, 96 fixed 4 of 5); the best
     span of all (widened to whole words) is the answer, scored by its margin over "no
     answer". ``min_score=None`` always answers with the best span; a number returns ``None``
     when no span beats "no answer" by that margin."""
@@ -761,8 +762,8 @@ class SpanExtractor:
     def __init__(
         self,
         weights: str | Path | None = None,
-        max_length: int = 192,
-        stride: int = 48,
+        max_length: int = 96,
+        stride: int = 24,
         max_answer_tokens: int = 12,
         min_score: float | None = None,
         batch_size: int = 16,
