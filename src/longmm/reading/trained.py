@@ -313,8 +313,9 @@ class NeedleReadingData(SourceDataModule):
 # -- the task -----------------------------------------------------------------------------------
 class ReadNeedles(Task):
     """Trains a reader (``reader``: ``"attention"``, ``"hierarchical"`` or ``"memory"`` with
-    its ``reader_args``) to tag answer tokens: binary cross-entropy per token, positives
-    weighted by ``pos_weight`` (answers are a few tokens in thousands); the hierarchical
+    its ``reader_args``; ``init_from``: a reader file to start from) to tag answer tokens:
+    binary cross-entropy per token, positives weighted by ``pos_weight`` (answers are a few
+    tokens in thousands); the hierarchical
     reader adds its chunk-relevance loss. Reports token F1 and ``exact``: the share of samples
     whose tagged tokens are exactly the answer tokens."""
 
@@ -326,6 +327,7 @@ class ReadNeedles(Task):
         reader: str = "attention",
         reader_args: dict[str, Any] | None = None,
         pos_weight: float = 10.0,
+        init_from: str | None = None,
         optimizer: OptimizerName = "adamw",
         lr: float = 2e-3,
         weight_decay: float = 0.01,
@@ -353,6 +355,9 @@ class ReadNeedles(Task):
         self.reader_name = reader
         self.reader_args = {"vocab_size": vocab_size(), **(reader_args or {})}
         self.reader = READERS[reader](**self.reader_args)
+        if init_from:  # continue from a reader file of the same architecture
+            start, _ = load_reader(init_from)
+            self.reader.load_state_dict(start.state_dict())
         self.pos_weight = pos_weight
         self.eval_results: dict[str, dict[str, Any]] = {}
         self._counts: dict[str, list[float]] = {}
