@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def test_read_with_bm25_does_not_import_torch(tmp_path: Path) -> None:
     doc = tmp_path / "note.txt"
     doc.write_text("Minutes of the meeting.\n\nThe pass key is 41234. Remember it.\n\nEnd.\n")
-    args = ["read", str(doc), "--ask", "What is the pass key?", "--strategy", "bm25", "--json"]
+    args = ["read", str(doc), "--ask", "What is the pass key?", "--strategy", "bm25"]
+    args += ["--answer", "sentence", "--json"]
     code = (
         "import sys\n"
         "from longmm.entry import main\n"
@@ -40,3 +43,44 @@ def test_entry_point_reports_read_errors_without_a_traceback(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "error:" in result.stderr and "empty.txt" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_read_answers_with_the_span_head_and_falls_back_to_a_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from longmm.commands.read import main as read
+
+    doc = tmp_path / "minutes.md"
+    doc.write_text(
+        "# Minutes\n\nThe committee met on Tuesday to review the budget.\n\n"
+        "## Access\n\nThe pass key is 41234. Remember it.\n\n"
+        "## Other business\n\nNothing else was raised, and the meeting closed at noon.\n"
+    )
+    questions = ["What is the pass key?", "When did the meeting close?"]
+    read([str(doc), "--strategy", "bm25", "--json", *(a for q in questions for a in ("--ask", q))])
+    key, close = json.loads(capsys.readouterr().out)
+    assert key["answer"] == "41234"  # a span, not its sentence
+    assert key["answer_span"]["score"] > 0
+    # Whatever the head makes of the second question, the answer is a confident span or the
+    # sentence that holds it, cited by its offsets in the document.
+    span = close["answer_span"]
+    assert doc.read_text()[span["start"] : span["end"]] == close["answer"]
+    assert "noon" in close["answer"] or span["score"] > 0
+
+
+def test_first_answer_takes_the_first_extractor_that_answers() -> None:
+    from longmm.reading.answer import AnswerSpan, Evidence, FirstAnswer
+
+    class Never:
+        def extract(self, question: str, passages: object) -> None:
+            return None
+
+    class Always:
+        def extract(self, question: str, passages: object) -> AnswerSpan:
+            return AnswerSpan("x", 0, 0, 1, 1.0)
+
+    passages = [Evidence(text="x", source="s", start=0, end=1)]
+    assert FirstAnswer(Never(), Always()).extract("q", passages).text == "x"
+    assert FirstAnswer(Never()).extract("q", passages) is None
+    with pytest.raises(ValueError):
+        FirstAnswer()

@@ -47,6 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="dense encoder runtime (default auto: int8 ONNX when onnxruntime is installed)",
     )
     parser.add_argument(
+        "--answer",
+        default="span",
+        choices=("span", "sentence"),
+        help=(
+            "how the answer is taken from the evidence: the trained span head, which also "
+            "reads figures and audio clips of multimodal documents, falling back to the best "
+            "sentence when no span is confident (default); or the best evidence sentence "
+            "alone (no model, starts fastest)"
+        ),
+    )
+    parser.add_argument(
         "--max-chars",
         type=int,
         default=None,
@@ -59,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: list[str]) -> None:
     from longmm.reading.ingest import DEFAULT_MAX_CHARS, load_documents
-    from longmm.reading.reader import RetrievalReader
+    from longmm.reading.reader import build_reader
 
     parser = build_parser()
     opts = parser.parse_args(args)
@@ -69,7 +80,8 @@ def main(args: list[str]) -> None:
     if not all(questions):
         parser.error("--ask needs a non-empty question")
     try:
-        reader = RetrievalReader(
+        reader = build_reader(
+            answer=opts.answer,
             strategy=opts.strategy,
             top_k=opts.top_k,
             passage_tokens=opts.passage_tokens,
@@ -92,8 +104,9 @@ def main(args: list[str]) -> None:
         out: Any = rows[0] if len(rows) == 1 else rows
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return
+    n_chunks = getattr(index, "index", index).n_chunks  # a MultimodalIndex wraps the text index
     print(
-        f"read {len(docs)} document(s), {total:,} characters, {index.n_chunks:,} chunks "
+        f"read {len(docs)} document(s), {total:,} characters, {n_chunks:,} chunks "
         f"in {index.seconds:.2f} s"
     )
     for answer in answers:

@@ -25,9 +25,9 @@ MAX_ECHO_CHARS = 500_000
 
 @cache
 def reader(strategy: str, top_k: int) -> Any:
-    from longmm.reading.reader import RetrievalReader
+    from longmm.reading.reader import build_reader
 
-    return RetrievalReader(strategy=strategy, top_k=top_k)  # type: ignore[arg-type]
+    return build_reader(strategy=strategy, top_k=top_k)  # type: ignore[arg-type]
 
 
 def _document(fields: dict[str, Any]) -> Any:

@@ -230,3 +230,20 @@ class BestSentence:
         best = order[0]
         pi, s, e = cands[best]
         return AnswerSpan(texts[best], pi, s, e, float(score[best]))
+
+
+class FirstAnswer:
+    """Asks each extractor in turn and keeps the first answer: for example the span head with
+    a confidence threshold, then the best sentence when the head finds no confident span."""
+
+    def __init__(self, *extractors: AnswerExtractor) -> None:
+        if not extractors:
+            raise ValueError("FirstAnswer needs at least one extractor")
+        self.extractors = extractors
+
+    def extract(self, question: str, passages: Sequence[Evidence]) -> AnswerSpan | None:
+        for extractor in self.extractors:
+            span = extractor.extract(question, passages)
+            if span is not None:
+                return span
+        return None

@@ -259,6 +259,11 @@ class MultimodalReader:
         return model
 
     @property
+    def chunker(self) -> Any:
+        """The text reader's chunker (its token counter sizes documents)."""
+        return self.reader.chunker
+
+    @property
     def image_model(self) -> AssetModel:
         return self.model_for("image")
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from longmm.reading.answer import (
     AnswerExtractor,
     BestSentence,
     Evidence,
+    FirstAnswer,
 )
 from longmm.reading.document import Chunk, Document
 from longmm.reading.enhance import Chunker, Segmented, Unit
@@ -414,3 +415,32 @@ def _stage(progress: Progress | None, stage: str) -> Callable[[int, int], None] 
     if progress is None:
         return None
     return lambda done, total: progress(stage, done, total)
+
+
+SPAN_MIN_MARGIN = 0.0  # a span answer must beat the span head's "no answer" score
+
+
+def build_reader(answer: str = "span", strategy: Strategy = "hybrid", **options: Any) -> Any:
+    """The reader ``longmm read`` and ``POST /read`` use.
+
+    ``answer="span"``: the multimodal reader (figures and clips read by their encoders) whose
+    text answers come from the trained span head when it finds a span that beats "no answer",
+    else from the best evidence sentence. ``answer="sentence"``: the retrieval reader with the
+    best evidence sentence alone (no model; starts fastest, imports no torch with ``bm25``).
+    Other options go to :class:`RetrievalReader`."""
+    if answer == "sentence":
+        return RetrievalReader(strategy=strategy, **options)
+    if answer != "span":
+        raise ValueError(f"answer must be 'span' or 'sentence', got {answer!r}")
+    from longmm.reading.multimodal import MultimodalReader
+    from longmm.reading.span import SpanExtractor
+
+    sentence = BestSentence()
+    reader = MultimodalReader(
+        strategy=strategy,
+        extractor=FirstAnswer(SpanExtractor(min_score=SPAN_MIN_MARGIN), sentence),
+        **options,
+    )
+    if strategy != "bm25":
+        sentence.similarity = lambda q, texts: reader.reader.encoder.similarity(q, texts)
+    return reader
