@@ -36,6 +36,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--passage-tokens", type=int, default=256, help="evidence passage size after expansion"
     )
     p.add_argument("--backend", default="auto", help="dense encoder: auto, torch, onnx, onnx-int8")
+    p.add_argument(
+        "--answer",
+        default="span",
+        choices=("span", "sentence"),
+        help="answer extraction, as in longmm read (default span: the trained span head)",
+    )
     p.add_argument("--json", default=None, help="write the figures and per-question rows here")
     p.add_argument(
         "--baseline-words",
@@ -92,13 +98,15 @@ def run_qasper(
     chunk_tokens: int = 64,
     passage_tokens: int = 256,
     backend: str = "auto",
+    extraction: str = "span",
 ) -> dict[str, Any]:
     from longmm.reading.enhance import Chunker
     from longmm.reading.ingest import text_document
-    from longmm.reading.reader import RetrievalReader
+    from longmm.reading.reader import build_reader
 
     papers = load_qasper(data)
-    reader = RetrievalReader(
+    reader = build_reader(
+        answer=extraction,
         strategy=strategy,  # type: ignore[arg-type]
         top_k=top_k,
         chunker=Chunker(max_tokens=chunk_tokens, overlap_tokens=chunk_tokens // 4),
@@ -137,7 +145,11 @@ def run_qasper(
         "top_k": top_k,
         "chunk_tokens": chunk_tokens,
         "passage_tokens": passage_tokens,
-        "backend": reader.encoder.backend if strategy != "bm25" else None,
+        "answer": extraction,
+        # the multimodal reader (span answers) wraps the retrieval reader
+        "backend": getattr(reader, "reader", reader).encoder.backend
+        if strategy != "bm25"
+        else None,
         "papers": len(papers),
         "questions": len(rows),
         "verbatim_questions": len(verbatim_rows),
@@ -196,12 +208,18 @@ def run_qasper_bench(opts: argparse.Namespace) -> None:
             print(f"wrote {opts.json}")
         return
     result = run_qasper(
-        opts.data, opts.strategy, opts.top_k, opts.chunk_tokens, opts.passage_tokens, opts.backend
+        opts.data,
+        opts.strategy,
+        opts.top_k,
+        opts.chunk_tokens,
+        opts.passage_tokens,
+        opts.backend,
+        opts.answer,
     )
     s = result["summary"]
     print(
         f"Qasper (L-Eval), {s['papers']} papers, {s['questions']} questions, strategy "
-        f"{s['strategy']}, top {s['top_k']}:\n"
+        f"{s['strategy']}, top {s['top_k']}, {s['answer']} answers:\n"
         f"  evidence hit rate on the {s['verbatim_questions']} verbatim answers: "
         f"{100 * s['evidence_hit_rate']:.1f}%\n"
         f"  answer token-F1 over all questions: {100 * s['answer_f1']:.1f}\n"
