@@ -123,16 +123,23 @@ def measure(
     }
 
 
-def _limit_memory(limit_mib: int):
-    """A ``preexec_fn`` capping the child's data segment (heap and anonymous mappings), so
-    that a model running out of memory fails alone with an allocation error instead of waking
-    the machine's OOM killer, which could pick anyone's process."""
+def _cap_data_segment(limit_mib: int) -> None:
+    """Cap this process's data segment (heap and anonymous mappings), so that a model running
+    out of memory fails alone with an allocation error instead of waking the machine's OOM
+    killer, which could pick anyone's process. Called by the child after its imports: an
+    import that fails for want of memory fails in odd ways (SystemError), not as MemoryError."""
+    size = limit_mib * 2**20
+    resource.setrlimit(resource.RLIMIT_DATA, (size, size))
 
-    def apply() -> None:
-        size = limit_mib * 2**20
-        resource.setrlimit(resource.RLIMIT_DATA, (size, size))
 
-    return apply
+def _import_impl(impl: str) -> None:
+    """Import what :func:`measure` needs for ``impl`` (before the memory cap)."""
+    import torch  # noqa: F401
+
+    if impl == "longformer":
+        import transformers.models.longformer.modeling_longformer  # noqa: F401
+    else:
+        import longmm.modules.long_encoder  # noqa: F401
 
 
 def measure_in_child(
@@ -147,7 +154,7 @@ def measure_in_child(
     """:func:`measure` in a fresh interpreter (its own peak memory), its memory capped at
     ``memory_limit_mib``. A failure becomes a row with ``error`` (and no numbers)."""
     cmd = [sys.executable, "-m", "longmm.bench.efficiency", impl, str(tokens), precision]
-    cmd += [str(repeats), str(threads or 0)]
+    cmd += [str(repeats), str(threads or 0), str(memory_limit_mib)]
     row: dict[str, Any] = {"impl": impl, "precision": precision, "tokens": tokens}
     try:
         done = subprocess.run(
@@ -155,7 +162,6 @@ def measure_in_child(
             capture_output=True,
             text=True,
             timeout=timeout,
-            preexec_fn=_limit_memory(memory_limit_mib),
         )
     except subprocess.TimeoutExpired:
         return {**row, "error": f"timed out after {timeout:.0f} s"}
@@ -302,8 +308,10 @@ def add_parser(sub) -> None:
 
 if (
     __name__ == "__main__"
-):  # python -m longmm.bench.efficiency IMPL TOKENS PRECISION REPEATS THREADS
-    _impl, _tokens, _precision, _repeats, _threads = sys.argv[1:6]
+):  # python -m longmm.bench.efficiency IMPL TOKENS PRECISION REPEATS THREADS LIMIT_MIB
+    _impl, _tokens, _precision, _repeats, _threads, _limit = sys.argv[1:7]
+    _import_impl(_impl)
+    _cap_data_segment(int(_limit))
     print(
         json.dumps(measure(_impl, int(_tokens), _precision, int(_threads) or None, int(_repeats)))
     )
