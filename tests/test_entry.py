@@ -84,3 +84,21 @@ def test_first_answer_takes_the_first_extractor_that_answers() -> None:
     assert FirstAnswer(Never()).extract("q", passages) is None
     with pytest.raises(ValueError):
         FirstAnswer()
+
+
+def test_help_is_instant_and_names_every_command() -> None:
+    code = (
+        "import sys\n"
+        "from longmm.entry import main\n"
+        "main(['--help'])\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    from longmm.cli import COMMANDS, LIGHTNING_COMMANDS
+
+    listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")}
+    shown = set(COMMANDS) - {"predict-onnx"} | set(LIGHTNING_COMMANDS) | {"quickstart"}
+    assert shown <= listed, shown - listed

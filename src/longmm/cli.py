@@ -23,7 +23,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from longmm.entry import onnx_engine_args
+from longmm.entry import USAGE, onnx_engine_args
 from longmm.errors import LongmmError
 from longmm.evaluation.plots import plot_confusion_matrix, plot_curves
 from longmm.evaluation.report import run_report
@@ -320,29 +320,6 @@ COMMANDS = {
     "compress": "longmm.deploy.compress:main",
     "predict-onnx": "longmm.deploy.runtime:main",
 }
-
-USAGE = """usage: longmm COMMAND [options]
-
-commands:
-  fit        train from a YAML recipe:  longmm fit --config recipes/cnn_digits.yaml [--out DIR]
-  validate   evaluate a checkpoint on the validation split
-  test       evaluate a checkpoint on the test split
-  predict    predict with a checkpoint; with --engine onnx, with an export (no torch needed:
-             longmm predict --engine onnx EXPORT_DIR FILES | --text T | --manifest JSONL)
-  data       list embedded sets and formats, or inspect a dataset: longmm data list | inspect PATH
-  generate   sample images from a trained GAN run: longmm generate --run DIR --n 64 --out grid.png
-  translate  translate sentences with a trained translator run: longmm translate --run DIR "text"
-  bench      benchmarks: longmm bench recipes [--quick]
-  read       answer questions about long documents: longmm read PATH... --ask "question" [--json]
-  serve      serve trained runs over HTTP, with a web page: longmm serve RUN_DIR [--port 8000]
-  export     ONNX (and int8) export with parity check and report:
-             longmm export RUN_DIR --format onnx [--quantize int8] --out DIR
-  compress   prune and/or distil a run: longmm compress RUN_DIR [--prune 0.5] [--structured]
-             [--distill-from TEACHER_RUN] --out DIR
-  quickstart the main job on embedded data (a few minutes on 2 CPU cores)
-
-Run 'longmm COMMAND --help' for a command's options.
-"""
 
 
 def main(argv: list[str] | None = None) -> None:

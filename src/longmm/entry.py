@@ -1,15 +1,38 @@
 """The ``longmm`` console entry point.
 
-Most commands need torch and Lightning (``longmm.cli``). Two must not pay for them:
+Most commands need torch and Lightning (``longmm.cli``). Some must not pay for them:
 predicting with an ONNX export (on an edge device only onnxruntime and numpy may be
-installed) and ``read`` (importing Lightning costs seconds before the first page is read).
-This module imports nothing heavy, runs those two itself and hands every other command to
-``longmm.cli``.
+installed), ``read`` (importing Lightning costs seconds before the first page is read) and
+``--help``. This module imports nothing heavy, runs those itself and hands every other
+command to ``longmm.cli``.
 """
 
 from __future__ import annotations
 
 import sys
+
+USAGE = """usage: longmm COMMAND [options]
+
+commands:
+  fit        train from a YAML recipe:  longmm fit --config recipes/cnn_digits.yaml [--out DIR]
+  validate   evaluate a checkpoint on the validation split
+  test       evaluate a checkpoint on the test split
+  predict    predict with a checkpoint; with --engine onnx, with an export (no torch needed:
+             longmm predict --engine onnx EXPORT_DIR FILES | --text T | --manifest JSONL)
+  data       list embedded sets and formats, or inspect a dataset: longmm data list | inspect PATH
+  generate   sample images from a trained GAN run: longmm generate --run DIR --n 64 --out grid.png
+  translate  translate sentences with a trained translator run: longmm translate --run DIR "text"
+  bench      benchmarks: longmm bench recipes|fusion|serve|needle|efficiency|qasper [--help]
+  read       answer questions about long documents: longmm read PATH... --ask "question" [--json]
+  serve      serve trained runs over HTTP, with a web page: longmm serve RUN_DIR [--port 8000]
+  export     ONNX (and int8) export with parity check and report:
+             longmm export RUN_DIR --format onnx [--quantize int8] --out DIR
+  compress   prune and/or distil a run: longmm compress RUN_DIR [--prune 0.5] [--structured]
+             [--distill-from TEACHER_RUN] --out DIR
+  quickstart the main job on embedded data (a few minutes on 2 CPU cores)
+
+Run 'longmm COMMAND --help' for a command's options.
+"""
 
 
 def onnx_engine_args(args: list[str]) -> list[str] | None:
@@ -24,7 +47,10 @@ def onnx_engine_args(args: list[str]) -> list[str] | None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command, rest = (argv[0], argv[1:]) if argv else ("", [])
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
     onnx_args = onnx_engine_args(rest) if command == "predict" else None
     if command == "predict-onnx":
         onnx_args, prog = rest, "longmm predict-onnx"
