@@ -124,3 +124,9 @@ def test_strict_scores_punish_naming_everything():
     }
     loose = T.strict_scores("AAAAA BBBBB CCCCC DDDDD", answers)
     assert loose["recall"] == 1.0 and loose["precision"] == 0.5 and loose["exact"] == 0.0
+
+
+def test_missing_trained_reader_names_its_recipe(tmp_path, monkeypatch):
+    monkeypatch.setenv(T.READERS_DIR_ENV, str(tmp_path))
+    with pytest.raises(DataError, match="recipes/reader_memory.yaml"):
+        T.memory_solver()

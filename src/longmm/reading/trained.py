@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,10 @@ MAX_QUESTION_TOKENS = 96
 # Tasks whose answer is one string (the reader reports its best), and tasks answered in passes.
 SINGLE_ANSWER_TASKS = frozenset({"passkey", "niah_single", "niah_multikey"})
 CHAINED_TASKS = frozenset({"variable_tracking"})
-WEIGHTS = Path(__file__).parent / "weights"
+# Trained readers are run outputs (several MB each), not package data: the needle bench's
+# strategies read them from this folder (``recipes/reader_*.yaml`` say how to make them).
+READERS_DIR_ENV = "LONGMM_READERS"
+DEFAULT_READERS_DIR = "runs/readers"
 
 
 @functools.lru_cache(maxsize=1)
@@ -507,21 +511,30 @@ def accuracy(solver: TrainedReader, samples: list[NeedleSample]) -> float:
 
 
 def _solver(name: str) -> TrainedReader:
-    return TrainedReader.from_file(WEIGHTS / f"reader_{name}.safetensors")
+    folder = Path(os.environ.get(READERS_DIR_ENV, DEFAULT_READERS_DIR))
+    path = folder / f"reader_{name}.safetensors"
+    if not path.is_file():
+        raise DataError(
+            str(path),
+            f"no trained {name} reader: train it with `longmm fit --config "
+            f"recipes/reader_{name}.yaml --out runs/reader_{name}`, then copy its "
+            f"reader.safetensors here (or set {READERS_DIR_ENV} to the folder holding it)",
+        )
+    return TrainedReader.from_file(path)
 
 
 def attention_solver() -> TrainedReader:
-    """``longmm bench needle --strategy attention``: the shipped efficient-attention reader."""
+    """``longmm bench needle --strategy attention``: the trained efficient-attention reader."""
     return _solver("attention")
 
 
 def hierarchical_solver() -> TrainedReader:
-    """``--strategy hierarchical``: the shipped hierarchical reader."""
+    """``--strategy hierarchical``: the trained hierarchical reader."""
     return _solver("hierarchical")
 
 
 def memory_solver() -> TrainedReader:
-    """``--strategy memory``: the shipped recurrent-memory reader."""
+    """``--strategy memory``: the trained recurrent-memory reader."""
     return _solver("memory")
 
 
