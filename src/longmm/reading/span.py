@@ -22,7 +22,6 @@ The trained head ships in ``longmm/reading/weights/span_head.safetensors``;
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -634,9 +633,6 @@ class SpanExtraction(Task):
             gamma=gamma,
         )
         self.save_recipe_hyperparameters()
-        own = set(inspect.signature(SpanExtraction.__init__).parameters)
-        for key in [k for k in self.hparams if not k.startswith("_") and k not in own]:
-            self.hparams.pop(key)  # the CLI's data.num_classes link
         self.architecture = {"dim": dim, "heads": heads, "layers": layers, "dropout": dropout}
         self.head = SpanHead(**self.architecture)
         self.max_answer_tokens = max_answer_tokens

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import lightning as L
@@ -55,6 +56,12 @@ class Task(L.LightningModule):
         """
         from_recipe = _given_hyperparameters.get() is not None
         self.save_hyperparameters(ignore=[] if from_recipe else list(modules), logger=False)
+        # The CLI links data.num_classes into every model's hyperparameters; a checkpoint that
+        # kept an argument its class does not take could not rebuild the model.
+        params = inspect.signature(type(self).__init__).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            for key in [k for k in self.hparams if not k.startswith("_") and k not in params]:
+                self.hparams.pop(key)
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +84,6 @@ class Translate(Task):
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         self.save_recipe_hyperparameters()
-        # The CLI links data.num_classes into every model's hyperparameters; a checkpoint
-        # that kept it could not rebuild this class, which has no such argument.
-        own = set(inspect.signature(Translate.__init__).parameters)
-        for key in [k for k in self.hparams if not k.startswith("_") and k not in own]:
-            self.hparams.pop(key)
         self.architecture = {
             "d_model": d_model,
             "heads": heads,
