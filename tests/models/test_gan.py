@@ -74,3 +74,24 @@ def test_minibatch_std_sees_a_collapsed_batch() -> None:
     assert out_same[:, -1].abs().max() < 1e-3
     assert out_varied[:, -1].min() > 0.1
     assert layer(torch.randn(3, 2, 4, 4)).shape == (3, 3, 4, 4)  # batch not divisible by group
+
+
+def test_infogan_code_head_shares_the_features() -> None:
+    torch.manual_seed(0)
+    g = DCGANGenerator(latent_dim=16, image_size=8, width=8, num_classes=5)  # 5 codes
+    d = DCGANDiscriminator(image_size=8, width=8, info_categories=5).eval()  # fixed SN
+    codes = torch.tensor([0, 1, 2, 3, 4, 0])
+    images = g(torch.randn(6, 16), codes)
+    logits, code_logits = d.with_code(images)
+    assert logits.shape == (6,) and code_logits.shape == (6, 5)
+    assert torch.equal(logits, d(images))  # forward is the real/fake logit alone
+    torch.nn.functional.cross_entropy(code_logits, codes).backward()
+    assert d.code_head.weight.grad is not None and d.code_head.weight.grad.abs().sum() > 0
+    assert (
+        d.features[0].parametrizations.weight.original.grad.abs().sum() > 0
+    )  # Q's gradient reaches the shared trunk
+    assert g.embed.weight.grad.abs().sum() > 0 and g.project[0].weight.grad.abs().sum() > 0
+    plain = DCGANDiscriminator(image_size=8, width=8)
+    assert plain.code_head is None and plain.with_code(images)[1].shape == (6, 0)
+    with pytest.raises(ValueError, match="info_categories"):
+        DCGANDiscriminator(image_size=8, width=8, info_categories=1)

@@ -1,9 +1,11 @@
 """The GAN task end to end on embedded digits: a short fit through the CLI, judge metrics
-from a tiny judge trained here, sample grids, `longmm generate`, checkpoint round trip."""
+from a tiny judge trained here, sample grids, `longmm generate`, checkpoint round trip; the
+InfoGAN code option (shapes, gradients, balanced codes, round trip, `--code`)."""
 
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -84,6 +86,16 @@ def cgan_run(tmp_path_factory: pytest.TempPathFactory, judge_run: Path) -> Path:
     out = tmp_path_factory.mktemp("cgan") / "run"
     fit_gan(out, "--model.init_args.judge", str(judge_run), "--model.init_args.conditional", "true")
     return out
+
+
+@pytest.fixture(scope="module")
+def info_run(tmp_path_factory: pytest.TempPathFactory, judge_run: Path) -> Path:
+    out = tmp_path_factory.mktemp("infogan") / "run"
+    fit_gan(out, "--model.init_args.judge", str(judge_run), *INFO)
+    return out
+
+
+INFO = ["--model.init_args.info_categories", "4", "--model.init_args.info_weight", "1.0"]
 
 
 def test_fit_writes_judge_metrics_and_sample_grids(gan_run: Path) -> None:
@@ -272,6 +284,130 @@ def test_image_grid_layout() -> None:
     assert rgb.mode == "RGB" and rgb.size == (2 * (2 * 10 + 2), 2 * 12)
 
 
+# ---- InfoGAN code ----------------------------------------------------------------------------
+
+
+def test_infogan_fit_reports_code_purity_and_logs_q(info_run: Path) -> None:
+    metrics = json.loads((info_run / "metrics.json").read_text())
+    test = metrics["test"]
+    assert test["count"] == 100 and "label_agreement" not in test
+    assert 0 < test["code_purity"] <= 1 and len(test["code_classes"]) == 4
+    assert all(0 <= c < 10 for c in test["code_classes"])
+    for key in ("confident_share", "coverage", "fid"):
+        assert isinstance(test[key], float), key
+    header = (info_run / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/info_ce" in header and "train/code_accuracy" in header
+    with Image.open(info_run / "plots" / "samples.png") as grid:
+        # One row of 10 per code: 4 rows of 8x8 images, upscaled x8, 2-pixel padding.
+        assert grid.size == ((10 * 10 + 2) * 8, (4 * 10 + 2) * 8)
+
+
+def test_infogan_checkpoint_round_trip(info_run: Path) -> None:
+    ckpt = info_run / "checkpoints" / "best.ckpt"
+    model = GAN.load_from_checkpoint(ckpt, weights_only=True)
+    assert model.info_categories == 4 and model.info_weight == 1.0
+    assert model.hparams["info_categories"] == 4 and not model.conditional
+    weights = load_weights(info_run / "checkpoints" / "best.safetensors")
+    state = model.state_dict()
+    assert set(weights) == set(state)
+    assert all(torch.equal(state[k], weights[k]) for k in weights)
+    assert {"generator.embed.weight", "generator_ema.embed.weight"} <= set(state)
+    assert "discriminator.code_head.weight" in state
+    a = model.sample(8, seed=3)
+    b = GAN.load_from_checkpoint(ckpt).sample(8, seed=3)
+    assert a.shape == (8, 1, 8, 8) and torch.equal(a, b)
+    # The balanced default is codes 0, 1, 2, 3, 0, ...: the same as asking for them.
+    assert torch.equal(a, model.sample(8, seed=3, code=torch.arange(8) % 4))
+    assert not torch.equal(a, model.sample(8, seed=3, code=0))
+
+
+def test_generate_command_with_codes(info_run: Path, gan_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "code2.png"
+    generate.main(["--run", str(info_run), "--n", "6", "--code", "2", "--out", str(out)])
+    grid = tmp_path / "grid.png"
+    generate.main(["--run", str(info_run), "--n", "8", "--out", str(grid)])
+    with Image.open(out) as image, Image.open(grid) as whole:
+        assert image.format == "PNG" and whole.size == ((4 * 10 + 2) * 8, (2 * 10 + 2) * 8)
+    bad = str(tmp_path / "bad.png")
+    with pytest.raises(LongmmError, match="out of range"):
+        generate.main(["--run", str(info_run), "--code", "4", "--out", bad])
+    with pytest.raises(LongmmError, match="no categorical code"):
+        generate.main(["--run", str(gan_run), "--code", "0", "--out", bad])
+    with pytest.raises(LongmmError, match="unconditional"):
+        generate.main(["--run", str(info_run), "--label", "1", "--out", bad])
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_infogan_sampling_draws_balanced_codes() -> None:
+    model = GAN(image_size=8, width=8, latent_dim=16, info_categories=3)
+    assert torch.equal(model.balanced_codes(7), torch.tensor([0, 1, 2, 0, 1, 2, 0]))
+    assert torch.equal(model.balanced_inputs(7), model.balanced_codes(7))
+    assert model.balanced_labels(7) is None  # codes are not labels
+    assert model.fixed_noise.shape == (30, 16)
+    assert torch.equal(model.fixed_labels, torch.arange(3).repeat_interleave(10))
+    assert model.sample(5).shape == (5, 1, 8, 8)
+    with pytest.raises(LongmmError, match="out of range"):
+        model.sample(2, code=3)
+    with pytest.raises(LongmmError, match="unconditional"):
+        model.sample(2, labels=1)
+    with pytest.raises(LongmmError, match="no categorical code"):
+        GAN(image_size=8, width=8).sample(2, code=0)
+    assert GAN(image_size=8, width=8).balanced_codes(4) is None
+
+
+def test_infogan_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="unconditional GAN"):
+        GAN(image_size=8, width=8, conditional=True, info_categories=10)
+    with pytest.raises(ValueError, match="info_categories must be >= 2"):
+        GAN(image_size=8, width=8, info_categories=1)
+    with pytest.raises(ValueError, match="info_weight"):
+        GAN(image_size=8, width=8, info_categories=4, info_weight=-1.0)
+
+
+def test_infogan_q_loss_reaches_g_and_q_and_is_learned() -> None:
+    """The mutual-information loss has gradients in the generator (its code path included)
+    and in Q; minimized by both for a few steps on their own, Q learns to read the code."""
+    torch.manual_seed(0)
+    model = GAN(image_size=8, width=8, latent_dim=16, info_categories=4, info_weight=2.0)
+    g, d = model.generator, model.discriminator
+    codes = torch.arange(32) % 4
+    loss = model._info_loss(d.with_code(g(torch.randn(32, 16), codes))[1], codes)
+    assert torch.isfinite(loss)
+    loss.backward()
+    for name, param in (
+        ("generator embed", g.embed.weight),
+        ("generator first layer", g.project[0].weight),
+        ("generator last layer", g.body[-2].weight),
+        ("Q head", d.code_head.weight),
+    ):
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    opt = torch.optim.Adam([*g.parameters(), *d.parameters()], lr=5e-3)
+    losses = []
+    for _ in range(50):
+        codes = torch.randint(4, (32,))
+        loss = model._info_loss(d.with_code(g(torch.randn(32, 16), codes))[1], codes)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    start, end = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert start == pytest.approx(2.0 * math.log(4), rel=0.1)  # chance: lambda * log K
+    assert end < 0.75 * start, losses  # seeds 0-3 end at 0.01-0.6 of the start
+
+
+def test_judged_samples_code_purity() -> None:
+    metric = JudgedSamples(num_classes=3, num_codes=2)
+    probs = torch.eye(3)[torch.tensor([0, 0, 1, 2, 2, 2])]
+    metric.update(probs, codes=torch.tensor([0, 0, 0, 1, 1, 1]))
+    out = metric.compute()
+    assert out["code_purity"] == pytest.approx(5 / 6) and out["code_classes"] == [0, 2]
+    plain = JudgedSamples(num_classes=3)
+    plain.update(probs)
+    assert "code_purity" not in plain.compute()
+    with pytest.raises(ValueError, match="num_codes"):
+        JudgedSamples(num_classes=3).update(probs, codes=torch.zeros(6, dtype=torch.long))
+
+
 # ---- real data (slow) -------------------------------------------------------------------------
 
 SHARED_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
@@ -295,7 +431,7 @@ trainer: {max_epochs: 1, enable_progress_bar: false, enable_model_summary: false
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason=f"{SHARED_MNIST} is missing")
-@pytest.mark.parametrize("recipe", ["gan_mnist", "cgan_mnist"])
+@pytest.mark.parametrize("recipe", ["gan_mnist", "cgan_mnist", "gan_mnist_info"])
 def test_mnist_recipes_report_judge_metrics(recipe: str, tmp_path: Path) -> None:
     """The MNIST recipes run end to end on real MNIST for a few batches, judged by a quickly
     trained classifier (the real measurement uses the CNN recipe's run, see the recipes)."""
@@ -329,4 +465,5 @@ def test_mnist_recipes_report_judge_metrics(recipe: str, tmp_path: Path) -> None
         assert isinstance(test[key], float), key
     assert test["count"] == 2000 and test["fid"] > test["fid_real"]
     assert ("label_agreement" in test) == (recipe == "cgan_mnist")
+    assert ("code_purity" in test) == (recipe == "gan_mnist_info")
     assert (out / "plots" / "samples.png").is_file()

@@ -2,6 +2,7 @@
 
 longmm generate --run runs/gan_mnist --n 64 --out grid.png
 longmm generate --run runs/cgan_mnist --n 64 --label 7 --out sevens.png
+longmm generate --run runs/gan_mnist_info --n 64 --code 3 --out code3.png
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     parser.add_argument(
         "--label", type=int, default=None, help="class index (conditional GANs only)"
+    )
+    parser.add_argument(
+        "--code", type=int, default=None, help="InfoGAN code (GANs with info_categories only)"
     )
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument("--out", required=True, help="PNG file to write")
@@ -61,13 +65,29 @@ def main(args: list[str]) -> None:
                 f"--label {opts.label} is out of range: {run} knows classes "
                 f"0..{model.num_classes - 1}"
             )
-    images = model.sample(opts.n, labels=opts.label, seed=opts.seed)
+    codes = model.info_categories
+    if opts.code is not None:
+        if codes is None:
+            raise LongmmError(
+                f"{run}: this GAN has no categorical code; --code needs one trained with "
+                f"model.init_args.info_categories"
+            )
+        if not 0 <= opts.code < codes:
+            raise LongmmError(f"--code {opts.code} is out of range: {run} has codes 0..{codes - 1}")
+    images = model.sample(opts.n, labels=opts.label, seed=opts.seed, code=opts.code)
     if opts.nrow:
         nrow = opts.nrow
     elif model.conditional and opts.label is None:
         nrow = model.num_classes  # one column per class
+    elif codes is not None and opts.code is None:
+        nrow = codes  # one column per code
     else:
         nrow = max(1, math.ceil(math.sqrt(opts.n)))
     out = save_image_grid(images, opts.out, nrow=nrow, scale=grid_scale(model.image_size))
-    what = f"label {opts.label}" if opts.label is not None else "all classes"
+    if opts.label is not None:
+        what = f"label {opts.label}"
+    elif opts.code is not None:
+        what = f"code {opts.code}"
+    else:
+        what = "all codes" if codes is not None else "all classes"
     print(f"wrote {opts.n} samples ({what}, seed {opts.seed}) to {out}")

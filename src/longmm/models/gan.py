@@ -11,7 +11,12 @@ What the corrected version does that naive DCGAN code often gets wrong:
   and a minibatch standard deviation feature against mode collapse;
 - the conditional variant feeds the label to both networks: a learned embedding joined to
   the noise in the generator, and a projection term ``<embed(y), h>`` in the discriminator
-  (Miyato & Koyama, 2018).
+  (Miyato & Koyama, 2018);
+- the InfoGAN option (Chen et al., 2016) gives the unconditional generator a categorical code
+  through the same label path (the code's embedding joined to the noise: a one-hot code
+  concatenated to z, with the embedding as the first linear map's code columns) and the
+  discriminator a head ``Q`` that predicts the code from its shared features
+  (``info_categories``); the task trains both to agree, so each code becomes a distinct mode.
 
 Both networks are sized by ``image_size`` (a multiple of 4: 28 for MNIST, 8 for the embedded
 digits): the generator starts from a ``image_size/4`` square map and doubles it twice.
@@ -46,7 +51,8 @@ class DCGANGenerator(nn.Module):
 
     ``latent_dim`` noise [+ label embedding] -> linear -> ``4*width`` x s x s (s =
     ``image_size/4``) -> transposed conv to ``2*width`` x 2s -> transposed conv to
-    ``width`` x 4s -> 3x3 conv to ``channels`` -> tanh.
+    ``width`` x 4s -> 3x3 conv to ``channels`` -> tanh. An InfoGAN generator is this one
+    with ``num_classes`` = K categories: its "labels" are sampled codes, never data labels.
     """
 
     def __init__(
@@ -97,6 +103,9 @@ class DCGANDiscriminator(nn.Module):
     Strided 4x4 convolutions ``width`` -> ``2*width`` halve the map twice, a 3x3 conv to
     ``4*width``, LeakyReLU(0.2) throughout, then a linear logit over the flattened map. The
     conditional variant adds the projection ``<embed(y), h>`` of the flattened features ``h``.
+    With ``info_categories`` K > 0 an InfoGAN head ``Q`` (a linear layer on the same features
+    ``h``, without spectral norm) predicts a generator's categorical code: ``with_code`` returns
+    the real/fake logit and the code logits ``(B, K)`` from one pass.
     """
 
     def __init__(
@@ -108,9 +117,12 @@ class DCGANDiscriminator(nn.Module):
         norm: DiscriminatorNorm = "spectral",
         dropout: float = 0.0,
         minibatch_std: bool = True,
+        info_categories: int = 0,
     ) -> None:
         super().__init__()
         base = _check_size(image_size)
+        if info_categories and info_categories < 2:
+            raise ValueError(f"info_categories must be 0 (off) or >= 2, got {info_categories}")
         if norm not in ("spectral", "batch", "none"):
             raise ValueError(f"norm must be 'spectral', 'batch' or 'none', got {norm!r}")
         sn = _spectral_norm if norm == "spectral" else (lambda m: m)
@@ -137,15 +149,23 @@ class DCGANDiscriminator(nn.Module):
         feature_dim = 4 * width * base * base
         self.logit = sn(nn.Linear(feature_dim, 1))
         self.embed = sn(nn.Embedding(num_classes, feature_dim)) if num_classes else None
+        self.info_categories = info_categories
+        self.code_head = nn.Linear(feature_dim, info_categories) if info_categories else None
         _dcgan_init(self)
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.with_code(images, labels)[0]  # (B,)
+
+    def with_code(self, images: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The real/fake logit ``(B,)`` and the InfoGAN code logits ``(B, info_categories)``
+        (``(B, 0)`` without a code head), sharing one pass through the features."""
         _check_labels(labels, self.num_classes, "discriminator")
         h = self.features(images)  # (B, F)
         out = self.logit(h).squeeze(1)
         if self.embed is not None:
             out = out + (self.embed(labels) * h).sum(dim=1)
-        return out  # (B,)
+        code = self.code_head(h) if self.code_head is not None else h.new_zeros(len(h), 0)
+        return out, code
 
 
 class MinibatchStd(nn.Module):

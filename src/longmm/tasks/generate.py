@@ -11,6 +11,8 @@ validation and test epoch generates samples and reports
   ``fid_real``: the same distance between as many real *training* images and that split, the
   floor a generator that reproduced its training data would reach;
 - ``label_agreement`` (conditional only): the share whose judged class is the requested one;
+- ``code_purity`` (InfoGAN codes only): the share whose judged class is the most common judged
+  class of their code (1: each code draws one digit), and ``code_classes``, that class per code;
 
 and the same judge statistics on the real images of the split (``*_real``) for reference.
 """
@@ -128,17 +130,22 @@ class JudgedSamples(Metric):
 
     full_state_update = False
 
-    def __init__(self, num_classes: int, confidence: float = 0.9) -> None:
+    def __init__(self, num_classes: int, confidence: float = 0.9, num_codes: int = 0) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.confidence = confidence
+        self.num_codes = num_codes
+        # Judged classes per InfoGAN code: (num_codes, num_classes); empty without codes.
+        self.add_state("by_code", torch.zeros(num_codes, num_classes, dtype=torch.float64), "sum")
         self.add_state("counts", torch.zeros(num_classes, dtype=torch.float64), "sum")
         self.add_state("confident", torch.zeros((), dtype=torch.float64), "sum")
         self.add_state("agree", torch.zeros((), dtype=torch.float64), "sum")
         self.add_state("labelled", torch.zeros((), dtype=torch.float64), "sum")
         self.add_state("total", torch.zeros((), dtype=torch.float64), "sum")
 
-    def update(self, probs: Tensor, labels: Tensor | None = None) -> None:
+    def update(
+        self, probs: Tensor, labels: Tensor | None = None, codes: Tensor | None = None
+    ) -> None:
         conf, pred = probs.max(dim=-1)
         self.counts += torch.bincount(pred, minlength=self.num_classes).to(self.counts)
         self.confident += (conf >= self.confidence).sum()
@@ -146,6 +153,13 @@ class JudgedSamples(Metric):
         if labels is not None:
             self.agree += (pred == labels).sum()
             self.labelled += len(labels)
+        if codes is not None:
+            if not self.num_codes:
+                raise ValueError("JudgedSamples: codes given, but it was made with num_codes=0")
+            flat = codes.to(pred.device) * self.num_classes + pred
+            cells = self.num_codes * self.num_classes
+            counts = torch.bincount(flat, minlength=cells).reshape(self.by_code.shape)
+            self.by_code += counts.to(self.by_code)
 
     def compute(self) -> dict[str, Any]:
         total = self.total.clamp_min(1)
@@ -158,6 +172,10 @@ class JudgedSamples(Metric):
         }
         if self.labelled > 0:
             out["label_agreement"] = float(self.agree / self.labelled)
+        if self.by_code.numel() and self.by_code.sum() > 0:
+            top, cls = self.by_code.max(dim=1)
+            out["code_purity"] = float(top.sum() / self.by_code.sum())
+            out["code_classes"] = [int(c) for c in cls]
         return out
 
 
@@ -215,6 +233,19 @@ class GAN(Task):
     ``sample_every_n_epochs`` epochs (0: never) and ``plots/samples.png`` at the end.
     ``truncation`` (off by default) draws sampling noise from a normal truncated to
     [-t, t] for evaluation, grids and ``longmm generate``; training noise is never truncated.
+
+    ``info_categories`` K (unconditional only; off by default) makes it an InfoGAN (Chen et
+    al., 2016) with one categorical code: the generator takes z and a code c ~ Uniform{K}
+    (through the conditional generator's label path: an embedding of c joined to z; the codes
+    are sampled, never data labels), and a head ``Q`` on the discriminator's features predicts
+    c from the image. The mutual-information term ``info_weight * CE(Q(G(z, c)), c)`` is
+    added to both losses: in the discriminator step on that step's (detached) fakes, where it
+    trains ``Q`` and, through the shared features, the discriminator's trunk; in the
+    generator step, where the discriminator and ``Q`` are frozen and it pushes the generator
+    to make each code recognizable, i.e. a distinct mode. The discriminator's real/fake logit
+    never sees the code. Sampling (evaluation, grids, ``sample``, ``longmm generate``) draws
+    codes balanced over the K categories (one grid row per code); ``sample(code=k)`` and
+    ``longmm generate --code k`` draw one. Evaluation adds ``code_purity``.
     """
 
     monitor: str | None = "val/fid"
@@ -246,6 +277,8 @@ class GAN(Task):
         sample_every_n_epochs: int = 5,
         sample_seed: int = 0,
         truncation: float | None = None,
+        info_categories: int | None = None,
+        info_weight: float = 1.0,
     ) -> None:
         super().__init__(optimizer="adam", lr=lr, weight_decay=0.0, scheduler="constant")
         if loss not in ("nonsaturating", "hinge"):
@@ -258,6 +291,16 @@ class GAN(Task):
             raise ValueError(f"truncation must be > 0 (or null for none), got {truncation}")
         if conditional and num_classes < 2:
             raise ValueError(f"a conditional GAN needs num_classes >= 2, got {num_classes}")
+        if info_categories is not None:
+            if conditional:
+                raise ValueError(
+                    "info_categories (an InfoGAN code) is for the unconditional GAN; "
+                    "set conditional: false or info_categories: null"
+                )
+            if info_categories < 2:
+                raise ValueError(f"info_categories must be >= 2 (or null), got {info_categories}")
+        if not info_weight >= 0:
+            raise ValueError(f"info_weight must be >= 0, got {info_weight}")
         self.save_recipe_hyperparameters()
         self.automatic_optimization = False
         self.image_size = image_size
@@ -278,14 +321,17 @@ class GAN(Task):
         self.sample_every_n_epochs = sample_every_n_epochs
         self.sample_seed = sample_seed
         self.truncation = truncation
+        self.info_categories = info_categories
+        self.info_weight = info_weight
         self.monitor = "val/fid" if judge else None
         labels = num_classes if conditional else 0
+        codes = info_categories or 0
         self.generator = DCGANGenerator(
             latent_dim=latent_dim,
             channels=channels,
             image_size=image_size,
             width=width,
-            num_classes=labels,
+            num_classes=labels or codes,  # the label path carries the InfoGAN code
             embed_dim=embed_dim,
         )
         self.discriminator = DCGANDiscriminator(
@@ -296,24 +342,26 @@ class GAN(Task):
             norm=d_norm,
             dropout=d_dropout,
             minibatch_std=minibatch_std,
+            info_categories=codes,
         )
         self.generator_ema: DCGANGenerator | None = None
         if ema_decay > 0:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
-        # Fixed noise (and labels: one row per class) for the sample grids; not saved, it is
-        # made again from ``sample_seed``.
-        grid_n = num_classes * 10 if conditional else 64
+        # Fixed noise (and labels or codes: one row per class or code) for the sample grids;
+        # not saved, it is made again from ``sample_seed``.
+        rows = num_classes if conditional else codes
+        grid_n = rows * 10 if rows else 64
         g = torch.Generator().manual_seed(sample_seed)
         self.register_buffer("fixed_noise", self.noise(grid_n, generator=g), persistent=False)
         self.register_buffer(
             "fixed_labels",
-            torch.arange(num_classes).repeat_interleave(10) if conditional else torch.zeros(0),
+            torch.arange(rows).repeat_interleave(10) if rows else torch.zeros(0),
             persistent=False,
         )
         # Judge-based evaluation; the judge and the FID metrics (which hold it) stay outside
         # the module tree so that they are never saved into this model's checkpoints.
-        self.fake_judged = JudgedSamples(10, confidence)
+        self.fake_judged = JudgedSamples(10, confidence, num_codes=codes)
         self.real_judged = JudgedSamples(10, confidence)
         self._judging: dict[str, Any] = {}
         self.eval_results: dict[str, dict[str, Any]] = {}
@@ -328,6 +376,17 @@ class GAN(Task):
         """``n`` labels cycling through the classes (None for an unconditional model)."""
         return torch.arange(n, device=self.device) % self.num_classes if self.conditional else None
 
+    def balanced_codes(self, n: int) -> Tensor | None:
+        """``n`` InfoGAN codes cycling through the categories (None without a code)."""
+        if self.info_categories is None:
+            return None
+        return torch.arange(n, device=self.device) % self.info_categories
+
+    def balanced_inputs(self, n: int) -> Tensor | None:
+        """What the generator's label path takes for ``n`` balanced samples: class labels
+        (conditional), codes (InfoGAN), or None."""
+        return self.balanced_labels(n) if self.conditional else self.balanced_codes(n)
+
     @torch.no_grad()
     def sample(
         self,
@@ -335,20 +394,30 @@ class GAN(Task):
         labels: Tensor | int | None = None,
         seed: int | None = None,
         batch_size: int = 500,
+        code: Tensor | int | None = None,
     ) -> Tensor:
         """``n`` images ``(n, C, H, W)`` in [-1, 1] from the sampling generator in eval mode.
 
         ``labels``: one class for all, a tensor of ``n`` classes, or None (class-balanced for a
-        conditional model). ``seed`` makes the noise reproducible without touching the global
-        random state.
+        conditional model). ``code`` (InfoGAN only): one category for all, a tensor of ``n``,
+        or None (balanced over the categories). ``seed`` makes the noise reproducible without
+        touching the global random state.
         """
         if not self.conditional and labels is not None:
             raise LongmmError("this GAN is unconditional: it takes no labels")
+        if code is not None:
+            if self.info_categories is None:
+                raise LongmmError(
+                    "this GAN has no categorical code: it takes no code (info_categories is null)"
+                )
+            labels, check = code, self._check_code
+        else:
+            check = self._check_label
         if isinstance(labels, int):
-            self._check_label(labels)
+            check(labels)
             labels = torch.full((n,), labels, dtype=torch.long, device=self.device)
         elif labels is None:
-            labels = self.balanced_labels(n)
+            labels = self.balanced_inputs(n)
         else:
             labels = labels.to(self.device)
         g = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -384,6 +453,11 @@ class GAN(Task):
                 f"label {label} is out of range: this GAN knows classes 0..{self.num_classes - 1}"
             )
 
+    def _check_code(self, code: int) -> None:
+        k = self.info_categories or 0
+        if not 0 <= code < k:
+            raise LongmmError(f"code {code} is out of range: this GAN has codes 0..{k - 1}")
+
     # -- training ----------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=self.betas)
@@ -406,31 +480,56 @@ class GAN(Task):
     def _g_loss(self, fake: Tensor) -> Tensor:
         return -fake.mean() if self.loss == "hinge" else F.softplus(-fake).mean()
 
+    def _codes(self, b: int) -> Tensor | None:
+        """Training codes c ~ Uniform{K} (None without ``info_categories``)."""
+        if self.info_categories is None:
+            return None
+        return torch.randint(self.info_categories, (b,), device=self.device)
+
+    def _info_loss(self, code_logits: Tensor, codes: Tensor | None) -> Tensor | None:
+        """``info_weight * CE(Q(x), c)``: the InfoGAN mutual-information lower bound's loss
+        (the code's entropy, a constant, left out)."""
+        if codes is None:
+            return None
+        return self.info_weight * F.cross_entropy(code_logits.float(), codes)
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         real = batch["image"]
         labels = batch["label"] if self.conditional else None
         b = len(real)
 
-        # Discriminator: real against detached fakes.
+        # Discriminator: real against detached fakes; with a code, Q learns to read it from
+        # those fakes (through the shared trunk).
+        codes = self._codes(b)
+        inputs = labels if self.conditional else codes
         with torch.no_grad():
-            fake = self.generator(torch.randn(b, self.latent_dim, device=self.device), labels)
+            fake = self.generator(torch.randn(b, self.latent_dim, device=self.device), inputs)
         r1 = self.r1_gamma > 0 and batch_idx % self.r1_every == 0
         if r1:
             real = real.detach().requires_grad_(True)
         d_real = self.discriminator(real, labels)
-        d_fake = self.discriminator(fake, labels)
+        d_fake, q_fake = self.discriminator.with_code(fake, labels)
         loss_d = self._d_loss(d_real, d_fake)
+        info_d = self._info_loss(q_fake, codes)
+        if info_d is not None:
+            loss_d = loss_d + info_d
         if r1:
             loss_d = loss_d + self._r1_penalty(d_real, real)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
         opt_d.step()
 
-        # Generator: fresh noise, the discriminator frozen.
+        # Generator: fresh noise (and codes), the discriminator and Q frozen.
         self.toggle_optimizer(opt_g)
-        fake = self.generator(torch.randn(b, self.latent_dim, device=self.device), labels)
-        loss_g = self._g_loss(self.discriminator(fake, labels))
+        codes = self._codes(b)
+        inputs = labels if self.conditional else codes
+        fake = self.generator(torch.randn(b, self.latent_dim, device=self.device), inputs)
+        g_fake, q_gen = self.discriminator.with_code(fake, labels)
+        loss_g = self._g_loss(g_fake)
+        info_g = self._info_loss(q_gen, codes)
+        if info_g is not None:
+            loss_g = loss_g + info_g
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
         opt_g.step()
@@ -442,6 +541,12 @@ class GAN(Task):
         self.log("train/loss_g", loss_g, prog_bar=True, **log)
         self.log("train/d_real", torch.sigmoid(d_real).mean(), **log)
         self.log("train/d_fake", torch.sigmoid(d_fake).mean(), **log)
+        if info_g is not None and codes is not None:
+            # Q's cross-entropy on the generator step's codes (without the weight), and how
+            # often Q reads the code right: both show whether the codes became distinct.
+            self.log("train/info_ce", F.cross_entropy(q_gen.detach().float(), codes), **log)
+            accuracy = (q_gen.detach().argmax(dim=1) == codes).float().mean()
+            self.log("train/code_accuracy", accuracy, **log)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -468,9 +573,10 @@ class GAN(Task):
 
     @rank_zero_only
     def _write_grid(self, path: Path) -> None:
-        labels = self.fixed_labels if self.conditional else None
+        rows = self.conditional or self.info_categories is not None
+        labels = self.fixed_labels if rows else None
         images = self._generate(self.fixed_noise, labels)
-        nrow = 10 if self.conditional else 8
+        nrow = 10 if rows else 8
         save_image_grid(images, path, nrow=nrow, scale=grid_scale(self.image_size))
 
     # -- setup: the data's range, the judge --------------------------------------------------
@@ -499,7 +605,9 @@ class GAN(Task):
             judge, prep = load_judge(self.judge_dir)
             self._check_judge(prep, dm)
             self._judging["judge"] = judge
-            self.fake_judged = JudgedSamples(judge.num_classes, self.confidence)
+            self.fake_judged = JudgedSamples(
+                judge.num_classes, self.confidence, num_codes=self.info_categories or 0
+            )
             self.real_judged = JudgedSamples(judge.num_classes, self.confidence)
 
     def _check_judge(self, prep: dict[str, Any], dm: Any) -> None:
@@ -552,7 +660,7 @@ class GAN(Task):
             return
         world, rank = self.trainer.world_size, self.trainer.global_rank
         per_rank = math.ceil(n / world)
-        labels = self.balanced_labels(n)
+        labels = self.balanced_inputs(n)  # class labels, InfoGAN codes or None
         if labels is not None:
             labels = labels[rank * per_rank : (rank + 1) * per_rank]
         g = torch.Generator().manual_seed(seed * 1000 + rank)
@@ -562,22 +670,27 @@ class GAN(Task):
             part = labels[start : start + 500] if labels is not None else None
             images = self._generate(z[start : start + 500].to(self.device), part)
             fid.update(images, real=False)
-            self.fake_judged.update(self.judge.probabilities(images), part)
+            probs = self.judge.probabilities(images)
+            if self.conditional:
+                self.fake_judged.update(probs, part)
+            else:
+                self.fake_judged.update(probs, codes=part)
         results: dict[str, Any] = {"count": n, "fid": float(fid.compute())}
         results["fid_real"] = self._fid_real(stage, n)
         fake = self.fake_judged.compute()
         real = self.real_judged.compute()
         results["confident_share"] = fake["confident_share"]
         results["coverage"] = fake["coverage"]
-        if "label_agreement" in fake:
-            results["label_agreement"] = fake["label_agreement"]
+        for key in ("label_agreement", "code_purity", "code_classes"):
+            if key in fake:
+                results[key] = fake[key]
         results["confident_share_real"] = real["confident_share"]
         results["coverage_real"] = real["coverage"]
         if "label_agreement" in real:
             results["judge_accuracy_real"] = real["label_agreement"]
         results["class_share"] = fake["class_share"]
         self.eval_results[stage] = results
-        for key in ("fid", "confident_share", "coverage", "label_agreement"):
+        for key in ("fid", "confident_share", "coverage", "label_agreement", "code_purity"):
             if key in results:
                 self.log(f"{stage}/{key}", results[key], prog_bar=key == "fid")
 
