@@ -13,7 +13,13 @@ import pytest
 from longmm.cli import main as cli_main
 from longmm.errors import DataError
 from longmm.reading import text_document
-from longmm.reading.answer import AnswerExtractor, AnswerSpan, Evidence
+from longmm.reading.answer import (
+    AnswerExtractor,
+    AnswerSpan,
+    BestSentence,
+    Evidence,
+    SentenceFocus,
+)
 from longmm.reading.reader import RetrievalReader
 from longmm.reading.retrieve import DenseEncoder, reciprocal_rank_fusion, top_k
 
@@ -257,3 +263,32 @@ def test_qasper_evidence_hit_rate() -> None:
     summary = run_qasper(QASPER, strategy="hybrid")["summary"]
     assert summary["verbatim_questions"] == 80 and summary["questions"] == 184
     assert summary["evidence_hit_rate"] >= 0.65  # measured 0.70; the issue asks 0.85
+
+
+def test_sentence_focus_reads_only_the_best_sentences() -> None:
+    class FirstWord:
+        """Answers with the first word of the first piece; records what it was given."""
+
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def extract(self, question: str, passages: Sequence[Evidence]) -> AnswerSpan | None:
+            self.seen = [p.text for p in passages]
+            p = passages[0]
+            end = p.text.index(" ")
+            return AnswerSpan(p.text[:end], 0, p.start, p.start + end, 1.0)
+
+    other = "Rain fell on the town. Nobody went out. The shops were closed."
+    text = "The mill is old. The river runs fast. The pass key is 7781. Remember it. Birds sing."
+    passages = [Evidence(other, "a", 0, len(other)), Evidence(text, "b", 500, 500 + len(text))]
+    inner = FirstWord()
+    focus = SentenceFocus(BestSentence(), inner, top=1, context=1)
+    span = focus.extract("What is the pass key?", passages)
+    assert inner.seen == ["The river runs fast. The pass key is 7781. Remember it."]
+    assert span is not None and span.evidence == 1  # the index of the passage it came from
+    assert text[span.start - 500 : span.end - 500] == span.text == "The"
+    # Two best sentences next to each other make one piece, not two overlapping ones.
+    SentenceFocus(BestSentence(), inner, top=2, context=1).extract("pass key remember", passages)
+    assert len(inner.seen) == 1 and "7781" in inner.seen[0]
+    with pytest.raises(ValueError, match="top"):
+        SentenceFocus(BestSentence(), inner, top=0)

@@ -15,11 +15,14 @@ from longmm.reading.answer import AnswerExtractor, Evidence
 from longmm.reading.span import (
     FAMILIES,
     SpanData,
+    SpanExample,
     SpanExtraction,
     SpanExtractor,
+    _answer_window,
     _token_targets,
     _whole_words,
     best_span,
+    load_prose,
     load_span_head,
     make_span_examples,
     make_windows,
@@ -116,3 +119,44 @@ def test_missing_or_foreign_weights(tmp_path: Path) -> None:
     save_weights({"w": torch.zeros(2)}, tmp_path / "other.safetensors")
     with pytest.raises(DataError, match="not a span head"):
         load_span_head(tmp_path / "other.safetensors")
+
+
+def test_prose_sources_give_clean_sentences(tmp_path: Path) -> None:
+    import gzip
+
+    (tmp_path / "essay.txt").write_text(
+        "A short one. This sentence has more than five words in it. Tiny."
+    )
+    with gzip.open(tmp_path / "lines.en.gz", "wt", encoding="utf-8") as f:
+        f.write(
+            "two dogs run across a wide green field\n"
+            "This sentence has more than five words in it.\n"
+        )
+    (tmp_path / "table.tsv").write_text("sentence\tlabel\n, a film that never finds its feet \t0\n")
+    prose = load_prose([tmp_path / "essay.txt", tmp_path / "lines.en.gz", tmp_path / "table.tsv"])
+    assert prose == [
+        "This sentence has more than five words in it.",  # once: duplicates are dropped
+        "Two dogs run across a wide green field.",
+        "A film that never finds its feet.",  # the table's first column, header skipped
+    ]
+    examples = make_span_examples(60, seed=0, max_words=40, prose=prose)
+    assert any(p in x.passage for x in examples for p in prose)
+    for x in examples:
+        if x.answer is not None:  # the answer is still where it says
+            assert x.passage[x.answer[0] : x.answer[1]].strip()
+    with pytest.raises(DataError, match="not found"):
+        load_prose([tmp_path / "missing.txt"])
+    (tmp_path / "short.txt").write_text("Too short.")
+    with pytest.raises(DataError, match="no sentences"):
+        load_prose([tmp_path / "short.txt"])
+
+
+def test_training_window_holds_the_answer() -> None:
+    filler = " ".join(f"word{i}" for i in range(200))
+    passage = f"{filler} The pass key is 48213."
+    a = passage.index("48213")
+    example = SpanExample("What is the pass key?", passage, (a, a + 5), "passkey")
+    w = _answer_window(example, max_length=64)
+    s, e = _token_targets(w, example.answer)
+    assert (s, e) != (0, 0)
+    assert passage[w.offsets[s - w.passage_at][0] : w.offsets[e - w.passage_at][1]] == "48213"

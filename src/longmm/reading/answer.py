@@ -14,7 +14,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -203,13 +203,14 @@ class BestSentence:
         self.similarity = similarity
         self.dense_weight = dense_weight
 
-    def extract(self, question: str, passages: Sequence[Evidence]) -> AnswerSpan | None:
+    def rank(self, question: str, passages: Sequence[Evidence]) -> list[AnswerSpan]:
+        """Every sentence of the evidence as a span, best first."""
         cands: list[tuple[int, int, int]] = []  # (passage, start, end) in document offsets
         for pi, p in enumerate(passages):
             for s, e in split_sentences(p.text):
                 cands.append((pi, p.start + s, p.start + e))
         if not cands:
-            return None
+            return []
         texts = [
             passages[pi].text[s - passages[pi].start : e - passages[pi].start] for pi, s, e in cands
         ]
@@ -227,9 +228,68 @@ class BestSentence:
             score = score + self.dense_weight * np.asarray(self.similarity(question, texts))
         # Earlier (better-ranked) passages win ties.
         order = sorted(range(n), key=lambda i: (-score[i], cands[i][0], i))
-        best = order[0]
-        pi, s, e = cands[best]
-        return AnswerSpan(texts[best], pi, s, e, float(score[best]))
+        return [AnswerSpan(texts[i], *cands[i], float(score[i])) for i in order]
+
+    def extract(self, question: str, passages: Sequence[Evidence]) -> AnswerSpan | None:
+        ranked = self.rank(question, passages)
+        return ranked[0] if ranked else None
+
+
+class SentenceFocus:
+    """Two-stage extraction, sentence then span: ``sentences`` ranks the evidence sentences
+    (:class:`BestSentence`), and ``spans`` (the trained span head) reads only the ``top``
+    best ones, each with ``context`` neighbouring sentences on either side of it inside its
+    passage. A span reader given whole passages of long prose is tempted by every sentence
+    in them; confined to the sentences that match the question it has far fewer wrong
+    places to choose from. ``None`` when ``spans`` finds no span there."""
+
+    def __init__(
+        self, sentences: BestSentence, spans: AnswerExtractor, top: int = 2, context: int = 1
+    ) -> None:
+        if top < 1 or context < 0:
+            raise ValueError(f"top must be >= 1 and context >= 0, got {top} and {context}")
+        self.sentences = sentences
+        self.spans = spans
+        self.top = top
+        self.context = context
+
+    def focus(self, question: str, passages: Sequence[Evidence]) -> list[tuple[int, Evidence]]:
+        """The focused pieces, best first: ``(passage index, piece)``; pieces of one passage
+        that overlap are merged."""
+        pieces: list[tuple[int, int, int]] = []  # (passage, start, end) in document offsets
+        for best in self.sentences.rank(question, passages)[: self.top]:
+            p = passages[best.evidence]
+            bounds = [(p.start + s, p.start + e) for s, e in split_sentences(p.text)]
+            k = next(i for i, (s, e) in enumerate(bounds) if s <= best.start < e)
+            lo = bounds[max(0, k - self.context)][0]
+            hi = bounds[min(len(bounds) - 1, k + self.context)][1]
+            for n, (pi, s, e) in enumerate(pieces):
+                if pi == best.evidence and s < hi and lo < e:
+                    pieces[n] = (pi, min(s, lo), max(e, hi))
+                    break
+            else:
+                pieces.append((best.evidence, lo, hi))
+        return [
+            (
+                pi,
+                replace(
+                    passages[pi],
+                    text=passages[pi].text[s - passages[pi].start : e - passages[pi].start],
+                    start=s,
+                    end=e,
+                ),
+            )
+            for pi, s, e in pieces
+        ]
+
+    def extract(self, question: str, passages: Sequence[Evidence]) -> AnswerSpan | None:
+        pieces = self.focus(question, passages)
+        if not pieces:
+            return None
+        span = self.spans.extract(question, [piece for _, piece in pieces])
+        if span is None:
+            return None
+        return replace(span, evidence=pieces[span.evidence][0])
 
 
 class FirstAnswer:

@@ -30,6 +30,7 @@ from longmm.reading.answer import (
     BestSentence,
     Evidence,
     FirstAnswer,
+    SentenceFocus,
 )
 from longmm.reading.document import Chunk, Document
 from longmm.reading.enhance import Chunker, Segmented, Unit
@@ -438,7 +439,9 @@ def build_reader(answer: str = "span", strategy: Strategy = "hybrid", **options:
     sentence = BestSentence()
     reader = MultimodalReader(
         strategy=strategy,
-        extractor=FirstAnswer(SpanExtractor(min_score=SPAN_MIN_MARGIN), sentence),
+        extractor=FirstAnswer(
+            SentenceFocus(sentence, SpanExtractor(min_score=SPAN_MIN_MARGIN)), sentence
+        ),
         **options,
     )
     if strategy != "bm25":

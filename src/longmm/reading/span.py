@@ -388,7 +388,55 @@ def _document_sentence(rng: np.random.Generator) -> str:
     return choices[int(rng.integers(0, len(choices)))]
 
 
-def _haystack_sentence(rng: np.random.Generator, kind: int) -> str:
+def load_prose(paths: Sequence[str | Path], limit: int = 100_000) -> list[str]:
+    """Sentences of real prose for haystacks, from text files (``.txt``/``.md``, or any file
+    of lines, gzipped or not; for ``.tsv``/``.csv`` tables the first column, header skipped):
+    each line split into sentences, those of 5 to 40 words kept, duplicates dropped, at most
+    ``limit``. Folders are read for their ``.txt`` and ``.md`` files."""
+    import gzip
+
+    from longmm.reading.enhance import split_sentences
+
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files += sorted(f for f in path.rglob("*") if f.suffix in (".txt", ".md"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(str(path), "prose source not found (a text file or a folder)")
+    seen: dict[str, None] = {}
+    for f in files:
+        opener = gzip.open if f.suffix == ".gz" else open
+        try:
+            with opener(f, "rt", encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataError(str(f), f"cannot read as UTF-8 text: {err}") from err
+        table = f.suffix in (".tsv", ".csv") or f.name.endswith((".tsv.gz", ".csv.gz"))
+        if table:
+            sep = "\t" if ".tsv" in f.name else ","
+            lines = [line.split(sep)[0] for line in lines[1:]]
+        for line in lines:
+            for a, b in split_sentences(line):
+                sentence = " ".join(line[a:b].split()).lstrip(",;:.-' ")
+                if sentence and sentence[-1] not in ".!?":
+                    sentence += "."
+                if 5 <= len(sentence.split()) <= 40:
+                    seen.setdefault(sentence[:1].upper() + sentence[1:], None)
+                    if len(seen) >= limit:
+                        return list(seen)
+    if not seen:
+        raise DataError(", ".join(map(str, paths)), "no sentences of 5-40 words in the prose")
+    return list(seen)
+
+
+def _haystack_sentence(
+    rng: np.random.Generator, kind: int, prose: Sequence[str] | None = None
+) -> str:
+    if kind == 4 and prose:
+        return prose[int(rng.integers(0, len(prose)))]
     if kind == 3:
         return _document_sentence(rng)
     if kind == 0:
@@ -407,8 +455,11 @@ def _fill(template: str, key: str, value: str) -> tuple[str, tuple[int, int] | N
     return text, (at, at + len(value)) if at >= 0 else None
 
 
-def make_span_example(rng: np.random.Generator, max_words: int = 90) -> SpanExample:
-    """One generated example (see the module doc)."""
+def make_span_example(
+    rng: np.random.Generator, max_words: int = 90, prose: Sequence[str] | None = None
+) -> SpanExample:
+    """One generated example (see the module doc); with ``prose`` (real sentences), half the
+    haystacks are real prose."""
     family = list(FAMILIES)[int(rng.integers(0, len(FAMILIES)))]
     make_key, make_value, statements, questions = FAMILIES[family]
     key = make_key(rng)
@@ -433,12 +484,14 @@ def make_span_example(rng: np.random.Generator, max_words: int = 90) -> SpanExam
             continue
         text, _ = _fill(st[int(rng.integers(0, len(st)))], other_key, other_value)
         facts.append((text, None))
-    kind = int(rng.integers(0, 3))
+    kind = 4 if prose and rng.random() < 0.5 else int(rng.integers(0, 3))
+    kinds = 5 if prose else 4
     sentences: list[tuple[str, tuple[int, int] | None]] = []
     words = 0
     budget = int(rng.integers(10, max_words))
     while words < budget:
-        s = _haystack_sentence(rng, kind if rng.random() < 0.75 else int(rng.integers(0, 4)))
+        mixed = kind if rng.random() < 0.75 else int(rng.integers(0, kinds))
+        s = _haystack_sentence(rng, mixed, prose)
         sentences.append((s, None))
         words += len(s.split())
     for fact in facts:
@@ -455,9 +508,11 @@ def make_span_example(rng: np.random.Generator, max_words: int = 90) -> SpanExam
     return SpanExample(question, passage, answer, family)
 
 
-def make_span_examples(n: int, seed: int, max_words: int = 90) -> list[SpanExample]:
+def make_span_examples(
+    n: int, seed: int, max_words: int = 90, prose: Sequence[str] | None = None
+) -> list[SpanExample]:
     rng = np.random.default_rng([seed, 7919])
-    return [make_span_example(rng, max_words) for _ in range(n)]
+    return [make_span_example(rng, max_words, prose) for _ in range(n)]
 
 
 def _token_targets(window: Window, answer: tuple[int, int] | None) -> tuple[int, int]:
@@ -471,11 +526,23 @@ def _token_targets(window: Window, answer: tuple[int, int] | None) -> tuple[int,
     return window.passage_at + inside[0], window.passage_at + inside[-1]
 
 
+def _answer_window(example: SpanExample, max_length: int) -> Window:
+    """The first window that holds the whole answer (the first window when there is none):
+    a passage longer than one window must not turn its answer into "no answer"."""
+    windows = make_windows(example.question, example.passage, max_length)
+    if example.answer is not None:
+        a, b = example.answer
+        for w in windows:
+            if w.offsets and w.offsets[0][0] <= a and b <= w.offsets[-1][1]:
+                return w
+    return windows[0]
+
+
 class SpanFeatures(Dataset):
     """Precomputed frozen features, token types, and start/end targets of examples."""
 
     def __init__(self, examples: Sequence[SpanExample], max_length: int) -> None:
-        windows = [make_windows(x.question, x.passage, max_length)[0] for x in examples]
+        windows = [_answer_window(x, max_length) for x in examples]
         self.features = [f.half() for f in encode_windows(windows)]
         self.type_ids = [torch.tensor(w.roles) for w in windows]
         targets = [_token_targets(w, x.answer) for w, x in zip(windows, examples, strict=True)]
@@ -517,7 +584,9 @@ class SpanData(SourceDataModule):
     """Generated span-extraction examples with frozen MiniLM features (computed in ``setup``).
 
     ``train``/``val``/``test`` examples come from three different seeds; ``max_words`` is the
-    longest haystack around the facts, ``max_length`` the encoder window in tokens."""
+    longest haystack around the facts, ``max_length`` the encoder window in tokens. ``prose``:
+    text files or folders of real prose (see :func:`load_prose`) for half the haystacks, so
+    that the head meets facts inside real sentences, not only inside generated ones."""
 
     def __init__(
         self,
@@ -526,6 +595,7 @@ class SpanData(SourceDataModule):
         test: int = 300,
         max_words: int = 90,
         max_length: int = 192,
+        prose: list[str] | None = None,
         seed: int = 0,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
@@ -537,6 +607,11 @@ class SpanData(SourceDataModule):
         self.counts = {"train": train, "val": val, "test": test}
         self.max_words = max_words
         self.max_length = max_length
+        self.prose_paths = list(prose or [])
+
+    @functools.cached_property
+    def prose(self) -> list[str]:
+        return load_prose(self.prose_paths) if self.prose_paths else []
 
     def read_source(self) -> SourceData:
         return SourceData(splits={}, classes=[], description=self._description())
@@ -546,6 +621,11 @@ class SpanData(SourceDataModule):
             "generated span-extraction questions over "
             f"{len(FAMILIES)} fact families ({', '.join(FAMILIES)}), with distractors and "
             "20% passages without the answer"
+            + (
+                f"; haystacks half real prose from {', '.join(self.prose_paths)}"
+                if self.prose_paths
+                else ""
+            )
         )
 
     @property
@@ -555,7 +635,7 @@ class SpanData(SourceDataModule):
     @functools.cached_property
     def examples(self) -> dict[str, list[SpanExample]]:
         return {
-            name: make_span_examples(n, self.seed * 3 + k, self.max_words)
+            name: make_span_examples(n, self.seed * 3 + k, self.max_words, self.prose)
             for k, (name, n) in enumerate(self.counts.items())
         }
 
@@ -585,6 +665,7 @@ class SpanData(SourceDataModule):
             "splits": {name: {"count": len(ex)} for name, ex in self.examples.items()},
             "with_answer": answered,
             "max_length": self.max_length,
+            "prose_sentences": len(self.prose),
         }
 
     def preprocessing_state(self) -> dict[str, Any]:
