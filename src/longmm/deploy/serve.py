@@ -605,8 +605,8 @@ def serve(run_dirs: list[str], options: ServeOptions) -> None:
             num_api_servers=options.api_servers,
             log_level=options.log_level,
             generate_client_file=False,
-            # uvicorn formats an access-log line for every response when this is on, even
-            # when the level then drops it
+            # when this is on, uvicorn gathers an access-log line's fields (client address,
+            # path) and calls the logger for every response, even when the level drops it
             access_log=options.log_level in ("info", "debug"),
         )
     finally:
