@@ -53,10 +53,11 @@ from pathlib import Path
 from typing import Any
 
 import litserve as ls
+import zmq
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from litserve.server import RegularRequestHandler
-from litserve.transport.zmq_queue import Broker
+from litserve.transport.zmq_queue import AsyncConsumer, Broker, Producer
 from litserve.transport.zmq_transport import ZMQTransport
 from litserve.utils import LitAPIStatus, ResponseBufferItem
 from starlette.concurrency import run_in_threadpool
@@ -559,6 +560,49 @@ def answer_question(fields: dict[str, Any], options: ServeOptions) -> dict[str, 
 # ---- the server and its lifetime ------------------------------------------------------------
 
 
+# ZeroMQ drops what a PUB socket cannot queue past its high-water mark (1000 messages by
+# default): an answer lost that way would leave its request waiting for ever. The answers in
+# flight are bounded by the requests in flight, so the queues are left unbounded (0).
+
+
+class _Broker(Broker):
+    def _run(self) -> None:
+        context = zmq.Context()
+        frontend = context.socket(zmq.XPUB)
+        backend = context.socket(zmq.XSUB)
+        try:
+            frontend.setsockopt(zmq.SNDHWM, 0)
+            backend.setsockopt(zmq.RCVHWM, 0)
+            frontend.bind(self.frontend_address)
+            backend.bind(self.backend_address)
+            zmq.proxy(frontend, backend)
+        except zmq.ZMQError as err:
+            logger.error("response broker: %s", err)
+        finally:
+            frontend.close(linger=0)
+            backend.close(linger=0)
+            context.term()
+
+
+class _Producer(Producer):
+    def __init__(self, address: str) -> None:
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.PUB)
+        self._socket.setsockopt(zmq.SNDHWM, 0)
+        self._socket.connect(address)
+
+
+class _Consumer(AsyncConsumer):
+    def _setup_socket(self) -> None:
+        import zmq.asyncio
+
+        self._context = zmq.asyncio.Context()
+        self._socket = self._context.socket(zmq.SUB)
+        self._socket.setsockopt(zmq.RCVHWM, 0)
+        self._socket.connect(self.address)
+        self._socket.setsockopt_string(zmq.SUBSCRIBE, str(self.consumer_id))
+
+
 class ResponseTransport(ZMQTransport):
     """Answers from the inference workers to the HTTP servers over ZeroMQ (PUB/SUB through a
     broker thread in the main process), which is what LitServe's ``fast_queue=True`` means
@@ -566,7 +610,17 @@ class ResponseTransport(ZMQTransport):
     names a field that does not exist, so every answer took the ``Manager`` queue (a blocking
     round trip to the manager process to send it, and a thread-pool hop plus another round
     trip to receive it). Its ``close`` does nothing in a process that never sent or received
-    (LitServe's raises there, during shutdown)."""
+    (LitServe's raises there, during shutdown). No queue drops an answer (high-water marks
+    off)."""
+
+    def setup(self, operation: Any, consumer_id: int | None = None) -> None:
+        if operation == zmq.PUB:
+            self._zmq = _Producer(address=self.backend_address)
+            self._zmq.wait_for_subscribers()
+        elif operation == zmq.SUB:
+            self._zmq = _Consumer(consumer_id=consumer_id, address=self.frontend_address)
+        else:
+            raise ValueError(f"unknown ZeroMQ operation {operation}")
 
     def close(self, **kwargs: Any) -> None:
         if self._zmq is not None:
@@ -589,7 +643,7 @@ class LongmmServer(ls.LitServer):
         manager = super()._init_manager(num_api_servers)
         for path in list(self.litapi_request_queues):
             self.litapi_request_queues[path] = RequestQueue()
-        broker = Broker()  # a daemon thread: workers publish to its XSUB, HTTP servers
+        broker = _Broker()  # a daemon thread: workers publish to its XSUB, HTTP servers
         broker.start()  # subscribe (by their response-queue id) at its XPUB
         self._transport = ResponseTransport(broker.backend_address, broker.frontend_address)
         return manager
