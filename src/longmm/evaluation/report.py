@@ -42,15 +42,8 @@ def run_report(
             f"best checkpoint: `{metrics.get('best_checkpoint', '')}`",
             "",
         ]
-    keys = [
-        "accuracy",
-        "balanced_accuracy",
-        "precision_macro",
-        "recall_macro",
-        "f1_macro",
-        "f1_micro",
-    ]
     stages = [s for s in ("val", "test") if s in metrics]
+    keys = _scalar_keys([metrics[s] for s in stages])
     if stages:
         lines += [
             "## Metrics",
