@@ -53,10 +53,10 @@ FULL = (
     Program("minilm_sst2", "MiniLM transfer", "minilm_sst2", "sst2", ("accuracy", "f1_macro")),
     Program(
         "gan_mnist",
-        "GAN image generator",
+        "GAN image generator (DCGAN with an InfoGAN code)",
         "gan_mnist",
         "mnist",
-        ("confident_share", "coverage", "fid", "fid_real"),
+        ("confident_share", "coverage", "fid", "fid_real", "code_purity"),
         judge="judge_mnist",
     ),
     Program(

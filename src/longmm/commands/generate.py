@@ -2,7 +2,7 @@
 
 longmm generate --run runs/gan_mnist --n 64 --out grid.png
 longmm generate --run runs/cgan_mnist --n 64 --label 7 --out sevens.png
-longmm generate --run runs/gan_mnist_info --n 64 --code 3 --out code3.png
+longmm generate --run runs/gan_mnist --n 64 --code 3 --out code3.png
 """
 
 from __future__ import annotations
