@@ -64,9 +64,11 @@ def register_strategy(name: str, build: Callable[[], NeedleSolver] | str, descri
 def _retrieval(strategy: str) -> Callable[[], NeedleSolver]:
     def build() -> NeedleSolver:
         from longmm.reading.ingest import text_document
-        from longmm.reading.multimodal import MultimodalReader, write_needle_document
+        from longmm.reading.multimodal import write_needle_document
+        from longmm.reading.reader import build_reader
 
-        reader = MultimodalReader(strategy=strategy)  # type: ignore[arg-type]
+        # The reader `longmm read` uses: span head on the best sentences, sentence fallback.
+        reader = build_reader(answer="span", strategy=strategy)  # type: ignore[arg-type]
 
         def solve(sample: NeedleSample) -> str:
             if sample.attachments:
@@ -83,7 +85,9 @@ def _retrieval(strategy: str) -> Callable[[], NeedleSolver]:
 
 for _name in ("bm25", "dense", "hybrid"):
     register_strategy(
-        _name, _retrieval(_name), f"retrieval reader ({_name}) + trained span head + digit CNN"
+        _name,
+        _retrieval(_name),
+        f"retrieval reader ({_name}) as in longmm read: span head, sentence fallback, digit CNNs",
     )
 # The trained readers (longmm.reading.trained), imported only when one runs.
 for _name, _what in (
