@@ -79,3 +79,32 @@ def test_missing_shared_data_skips_the_row(tmp_path: Path, monkeypatch) -> None:
     (row,) = json.loads((tmp_path / "recipes.json").read_text())["rows"]
     assert row["status"].startswith("skipped:") and "multi30k" in row["status"]
     assert "<!-- bench:recipes -->" in (tmp_path / "results.md").read_text()
+
+
+def test_reuse_reads_back_only_runs_finished_by_the_same_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    from longmm.bench.recipes import STAMP, run_program
+
+    monkeypatch.chdir(ROOT)
+    cnn = next(p for p in QUICK if p.name == "cnn_digits")
+    runs = tmp_path / "runs"
+    first = run_program(cnn, runs, tmp_path, reuse=True)  # nothing to reuse: it trains
+    assert first["status"] == "ok" and 0 <= first["test"]["accuracy"] <= 1
+    stamp = json.loads((runs / "cnn_digits" / STAMP).read_text())
+    assert stamp["args"] == command_for(cnn, runs, tmp_path)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the finished run should have been read back")
+
+    monkeypatch.setattr(subprocess, "run", no_training)
+    again = run_program(cnn, runs, tmp_path, reuse=True)
+    assert again["status"].startswith("ok (reused: finished ")
+    assert again["test"] == first["test"]
+    # A run finished by another command is not taken for this one.
+    stamp["args"] = [*stamp["args"], "--trainer.max_epochs", "9"]
+    (runs / "cnn_digits" / STAMP).write_text(json.dumps(stamp))
+    with pytest.raises(AssertionError, match="read back"):
+        run_program(cnn, runs, tmp_path, reuse=True)

@@ -16,6 +16,12 @@ def main(args: list[str]) -> None:
     recipes.add_argument("--runs", default="benchmarks/runs", help="parent folder of the runs")
     recipes.add_argument("--shared", default="../shared/data", help="folder of the real data sets")
     recipes.add_argument("--only", default=None, help="comma-separated run names to run")
+    recipes.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read back runs this bench already finished with the same command (go on where "
+        "an interrupted bench stopped) instead of training them again",
+    )
     recipes.add_argument("--docs", default="docs/results.md", help="results page to update")
     fusion = sub.add_parser(
         "fusion", help="every fusion strategy and single-modality baseline on audio-visual digits"

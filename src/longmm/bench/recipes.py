@@ -127,23 +127,52 @@ def command_for(program: Program, runs: Path, shared: Path) -> list[str]:
     return cmd + list(program.overrides)
 
 
-def run_program(program: Program, runs: Path, shared: Path) -> dict[str, Any]:
+STAMP = "bench_command.json"  # written into a run folder when the bench's command finished
+
+
+def finished_by(run_dir: Path, args: list[str]) -> dict[str, Any] | None:
+    """The stamp of ``run_dir`` when this bench finished it with exactly ``args`` (and its
+    metrics are there), else None: only such a run may stand in for running ``args`` again."""
+    stamp = run_dir / STAMP
+    if not stamp.is_file() or not (run_dir / "metrics.json").is_file():
+        return None
+    try:
+        record = json.loads(stamp.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if record.get("args") == args else None
+
+
+def run_program(program: Program, runs: Path, shared: Path, reuse: bool = False) -> dict[str, Any]:
+    """Run one program (a ``longmm fit`` process) and read its test metrics back. With
+    ``reuse``, a run folder this bench already finished with the same command is read
+    instead of trained again (a full bench takes hours; it can go on where it stopped)."""
     row: dict[str, Any] = {"program": program.title, "run": program.name, "recipe": program.recipe}
     args = command_for(program, runs, shared)
     row["command"] = "longmm " + " ".join(shlex.quote(a) for a in args)
     if program.data and not (shared / program.data).is_dir():
         return {**row, "status": f"skipped: {shared / program.data} is missing"}
-    t0 = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "longmm.cli", *args], capture_output=True, text=True
-    )
-    row["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    metrics_path = runs / program.name / "metrics.json"
-    if done.returncode != 0 or not metrics_path.is_file():
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return {**row, "status": "failed: " + " | ".join(tail)}
+    run_dir = runs / program.name
+    metrics_path = run_dir / "metrics.json"
+    stamp = finished_by(run_dir, args) if reuse else None
+    if stamp is not None:
+        row["wall_seconds"] = stamp.get("wall_seconds")
+        row["status"] = f"ok (reused: finished {stamp.get('finished', '?')})"
+    else:
+        (run_dir / STAMP).unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "longmm.cli", *args], capture_output=True, text=True
+        )
+        row["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        if done.returncode != 0 or not metrics_path.is_file():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            return {**row, "status": "failed: " + " | ".join(tail)}
+        finished = time.strftime("%Y-%m-%d %H:%M:%S")
+        record = {"args": args, "wall_seconds": row["wall_seconds"], "finished": finished}
+        atomic_write_json(run_dir / STAMP, record)
+        row["status"] = "ok"
     metrics = json.loads(metrics_path.read_text())
-    row["status"] = "ok"
     row["train_seconds"] = metrics.get("seconds")
     row["test"] = {k: metrics["test"].get(k) for k in program.metrics}
     return row
@@ -232,7 +261,7 @@ def run_recipes_bench(opts: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     for program in programs:
         print(f"[bench recipes] {program.title}: {program.recipe}", flush=True)
-        rows.append(run_program(program, runs, shared))
+        rows.append(run_program(program, runs, shared, reuse=getattr(opts, "reuse", False)))
         print(f"  -> {rows[-1]['status']} {rows[-1].get('test', '')}", flush=True)
         if program.name in BASELINE_OF:
             rows.append(run_baseline(program, runs, shared))
