@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -49,3 +52,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "needs_shared" in item.keywords and not shared.is_dir():
             item.add_marker(pytest.mark.skip(reason=f"shared data folder {shared} is missing"))
+
+
+@pytest.fixture
+def run_light_main() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs ``from MODULE import main; main(ARGS)`` in a fresh interpreter, which then fails
+    if any module in ``absent`` was imported: the light entry points stay off the training
+    stack."""
+
+    def run(
+        module: str, args: list[str], absent: Sequence[str] = ("torch",), timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        code = f"import sys\nfrom {module} import main\nmain({args!r})\n" + "".join(
+            f"assert {name!r} not in sys.modules, '{name} was imported'\n" for name in absent
+        )
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout
+        )
+
+    return run

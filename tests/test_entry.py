@@ -10,21 +10,12 @@ from pathlib import Path
 import pytest
 
 
-def test_read_with_bm25_does_not_import_torch(tmp_path: Path) -> None:
+def test_read_with_bm25_does_not_import_torch(tmp_path: Path, run_light_main) -> None:
     doc = tmp_path / "note.txt"
     doc.write_text("Minutes of the meeting.\n\nThe pass key is 41234. Remember it.\n\nEnd.\n")
     args = ["read", str(doc), "--ask", "What is the pass key?", "--strategy", "bm25"]
     args += ["--answer", "sentence", "--json"]
-    code = (
-        "import sys\n"
-        "from longmm.entry import main\n"
-        f"main({args!r})\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
-        "assert 'lightning' not in sys.modules, 'lightning was imported'\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
+    result = run_light_main("longmm.entry", args, absent=("torch", "lightning"))
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert "41234" in answer["answer"]
@@ -86,16 +77,8 @@ def test_first_answer_takes_the_first_extractor_that_answers() -> None:
         FirstAnswer()
 
 
-def test_help_is_instant_and_names_every_command() -> None:
-    code = (
-        "import sys\n"
-        "from longmm.entry import main\n"
-        "main(['--help'])\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+def test_help_is_instant_and_names_every_command(run_light_main) -> None:
+    result = run_light_main("longmm.entry", ["--help"], timeout=60)
     assert result.returncode == 0, result.stderr
     from longmm.cli import COMMANDS, LIGHTNING_COMMANDS
 

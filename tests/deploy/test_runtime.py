@@ -81,18 +81,10 @@ def test_predict_command_does_not_import_torch(image_export: Path, tmp_path: Pat
     assert [r["pred"] for r in rows] == [classes[k] for k in logits.argmax(1)]
 
 
-def test_predict_engine_onnx_through_the_longmm_command(text_export: Path) -> None:
+def test_predict_engine_onnx_through_the_longmm_command(text_export: Path, run_light_main) -> None:
     """The console entry point (longmm.entry) reaches the runtime without importing torch."""
     args = ["predict", "--engine", "onnx", str(text_export), "--text", "the plot was not bad"]
-    code = (
-        "import sys\n"
-        "from longmm.entry import main\n"
-        f"main({args!r})\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
+    result = run_light_main("longmm.entry", args)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(rows) == 1 and rows[0]["pred"] in ("negative", "positive")

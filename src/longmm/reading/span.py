@@ -393,8 +393,9 @@ def load_prose(paths: Sequence[str | Path], limit: int = 100_000) -> list[str]:
     of lines, gzipped or not; for ``.tsv``/``.csv`` tables the first column, header skipped):
     each line split into sentences, those of 5 to 40 words kept, duplicates dropped, at most
     ``limit``. Folders are read for their ``.txt`` and ``.md`` files."""
-    import gzip
-
+    from longmm.data.schema import TEXT
+    from longmm.data.sources.base import text_lines
+    from longmm.data.sources.tables import read_table
     from longmm.reading.enhance import split_sentences
 
     files: list[Path] = []
@@ -408,16 +409,11 @@ def load_prose(paths: Sequence[str | Path], limit: int = 100_000) -> list[str]:
             raise DataError(str(path), "prose source not found (a text file or a folder)")
     seen: dict[str, None] = {}
     for f in files:
-        opener = gzip.open if f.suffix == ".gz" else open
-        try:
-            with opener(f, "rt", encoding="utf-8") as handle:
-                lines = handle.read().splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            raise DataError(str(f), f"cannot read as UTF-8 text: {err}") from err
-        table = f.suffix in (".tsv", ".csv") or f.name.endswith((".tsv.gz", ".csv.gz"))
-        if table:
-            sep = "\t" if ".tsv" in f.name else ","
-            lines = [line.split(sep)[0] for line in lines[1:]]
+        if f.name.lower().removesuffix(".gz").endswith((".tsv", ".csv")):
+            rows = read_table(f, text_column=0, label_column=None, header=True)
+            lines = [x.inputs[TEXT] for x in rows.splits["all"]]
+        else:
+            lines = text_lines(f)
         for line in lines:
             for a, b in split_sentences(line):
                 sentence = " ".join(line[a:b].split()).lstrip(",;:.-' ")
