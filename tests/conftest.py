@@ -1,16 +1,34 @@
-"""Shared fixtures: small recipes written into each test's own folder."""
+"""Shared fixtures: small recipes written into each test's own folder, synthetic
+image-and-audio samples, and short CPU runs of a trainer or of a recipe."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+# Options that cut a recipe's fit to a couple of batches; they follow the recipe's own.
+SHORT_FIT = [
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "2",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.limit_test_batches",
+    "1",
+    "--trainer.enable_progress_bar",
+    "false",
+]
 
 TINY_RECIPE = """\
 seed_everything: 3
@@ -47,6 +65,10 @@ def tiny_recipe(tmp_path: Path) -> Path:
     return path
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs_shared: skipped when ../shared/data is missing")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"
     for item in items:
@@ -71,3 +93,108 @@ def run_light_main() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+def _av_pairs(n: int = 48, seed: int = 0, *, speaker: bool = False, index: bool = True) -> list:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    label = torch.randint(0, 3, (n,), generator=g)
+    speakers = torch.randint(0, 2, (n,), generator=g) if speaker else None
+    image = torch.randn(n, 1, 8, 8, generator=g) * 0.3 + label.view(-1, 1, 1, 1)
+    audio = torch.randn(n, 40, 12, generator=g) * 0.3 + label.view(-1, 1, 1)
+    if speakers is not None:
+        audio[:, :20] += 2.0 * speakers.view(-1, 1, 1)
+    samples = []
+    for i in range(n):
+        sample = {
+            "image": image[i],
+            "audio": audio[i],
+            "audio_mask": torch.ones(12, dtype=torch.bool),
+            "label": label[i],
+        }
+        if speakers is not None:
+            sample["speaker"] = speakers[i]
+        if index:
+            sample["index"] = torch.tensor(i)
+        samples.append(sample)
+    return samples
+
+
+@pytest.fixture
+def av_pairs() -> Callable[..., list]:
+    """``av_pairs(n=48, seed=0, speaker=False, index=True)``: n samples of an 8x8 image and
+    40x12 audio (mask all true) that both carry a label in 0..2; with ``speaker``, the
+    audio's first 20 bands also carry a speaker in 0..1; with ``index``, each sample's
+    position."""
+    return _av_pairs
+
+
+@pytest.fixture
+def av_batch() -> Callable[..., dict]:
+    """``av_batch(n=8, **av_pairs_options)``: the same samples stacked into one batch."""
+    import torch
+
+    def batch(n: int = 8, **kw: Any) -> dict:
+        samples = _av_pairs(n, **kw)
+        return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+
+    return batch
+
+
+@pytest.fixture
+def av_encoders() -> Callable[[int], dict]:
+    """``av_encoders(dim)``: a small ArticleCNN (8x8 images) and AudioCNN (40 mel bands,
+    batch norm) built after ``torch.manual_seed(0)``."""
+    import torch
+
+    from longmm.encoders import ArticleCNN, AudioCNN
+
+    def encoders(dim: int) -> dict:
+        torch.manual_seed(0)
+        return {
+            "image": ArticleCNN(image_size=8, dim=dim),
+            "audio": AudioCNN(n_mels=40, dim=dim, channels=[4, 8], dropout=0.0),
+        }
+
+    return encoders
+
+
+@pytest.fixture
+def cpu_trainer(tmp_path: Path) -> Callable[..., Any]:
+    """``cpu_trainer(**options)``: a quiet CPU Lightning trainer in the test's folder (no
+    logger, checkpoints, progress bar or summary); ``options`` go to ``L.Trainer``."""
+    import lightning as L
+
+    def make(**options: Any) -> L.Trainer:
+        args = {
+            "accelerator": "cpu",
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "default_root_dir": tmp_path,
+            **options,
+        }
+        return L.Trainer(**args)
+
+    return make
+
+
+@pytest.fixture
+def fit_recipe(monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict]:
+    """``fit_recipe(name, out, *options, from_repo=False)``: ``longmm fit`` of
+    ``recipes/NAME`` cut to two training batches and one of validation and test (SHORT_FIT),
+    then ``options``, into ``out``; returns the run's metrics.json. ``from_repo`` runs from
+    the repository root, for the recipes that name ../shared/data."""
+
+    def fit(name: str, out: Path, *options: str, from_repo: bool = False) -> dict:
+        from longmm.cli import main
+
+        if from_repo:
+            monkeypatch.chdir(REPO)
+        recipe = REPO / "recipes" / name
+        main(["fit", "--config", str(recipe), *SHORT_FIT, *options, "--out", str(out)])
+        return json.loads((Path(out) / "metrics.json").read_text())
+
+    return fit

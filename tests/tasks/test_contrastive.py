@@ -3,17 +3,15 @@ initialized from the pretrained encoders (linear probe, fine-tuning)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from longmm.encoders import ArticleCNN, AudioCNN
+from longmm.encoders import ArticleCNN
 from longmm.errors import CheckpointError, DataError
 from longmm.runs import save_weights
 from longmm.tasks.classify import Classify
@@ -26,45 +24,6 @@ from longmm.tasks.contrastive import (
 )
 
 D = 16
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
-def encoders(dim: int = D) -> dict:
-    torch.manual_seed(0)
-    return {
-        "image": ArticleCNN(image_size=8, dim=dim),
-        "audio": AudioCNN(n_mels=40, dim=dim, channels=[4, 8], dropout=0.0),
-    }
-
-
-def pairs(n: int = 48, seed: int = 0) -> list[dict]:
-    g = torch.Generator().manual_seed(seed)
-    label = torch.randint(0, 3, (n,), generator=g)
-    image = torch.randn(n, 1, 8, 8, generator=g) * 0.3 + label.view(-1, 1, 1, 1)
-    audio = torch.randn(n, 40, 12, generator=g) * 0.3 + label.view(-1, 1, 1)
-    return [
-        {
-            "image": image[i],
-            "audio": audio[i],
-            "audio_mask": torch.ones(12, dtype=torch.bool),
-            "label": label[i],
-            "index": torch.tensor(i),
-        }
-        for i in range(n)
-    ]
-
-
-def trainer(tmp_path: Path, epochs: int = 1) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
 
 
 def test_info_nce_equals_a_hand_computation_on_three_pairs() -> None:
@@ -102,10 +61,10 @@ def test_retrieval_recall_on_a_known_similarity_matrix() -> None:
     }
 
 
-def test_learned_temperature_is_clamped_and_trains() -> None:
-    model = Contrastive(encoders(), proj_dim=8, temperature=0.1, min_temperature=0.05)
+def test_learned_temperature_is_clamped_and_trains(av_encoders, av_batch) -> None:
+    model = Contrastive(av_encoders(D), proj_dim=8, temperature=0.1, min_temperature=0.05)
     assert model.temperature == pytest.approx(0.1, rel=1e-5)
-    b = {k: torch.stack([p[k] for p in pairs(16)]) for k in pairs(1)[0]}
+    b = av_batch(16)
     loss = model.training_step(b, 0)
     loss.backward()
     assert model.log_scale.grad is not None and model.log_scale.grad != 0
@@ -114,31 +73,31 @@ def test_learned_temperature_is_clamped_and_trains() -> None:
     assert model.temperature == pytest.approx(0.05, rel=1e-5)
     model.on_train_batch_end(None, b, 0)
     assert float(model.log_scale) == pytest.approx(math.log(1 / 0.05), rel=1e-6)
-    frozen = Contrastive(encoders(), learn_temperature=False)
+    frozen = Contrastive(av_encoders(D), learn_temperature=False)
     assert not frozen.log_scale.requires_grad
 
 
-def test_missing_pairs_are_left_out_and_a_missing_modality_is_named() -> None:
-    model = Contrastive(encoders(), proj_dim=8).eval()
-    b = {k: torch.stack([p[k] for p in pairs(6)]) for k in pairs(1)[0]}
+def test_missing_pairs_are_left_out_and_a_missing_modality_is_named(av_encoders, av_batch) -> None:
+    model = Contrastive(av_encoders(D), proj_dim=8).eval()
+    b = av_batch(6)
     b["audio_mask"][2] = False  # sample 2 has no audio
     _, _, both = model.embed(b)
     assert both.tolist() == [True, True, False, True, True, True]
     with pytest.raises(DataError, match="audio"):
         model.embed({"image": b["image"]})
     with pytest.raises(ValueError, match="two different"):
-        Contrastive(encoders(), modalities=["image", "image"])
+        Contrastive(av_encoders(D), modalities=["image", "image"])
     assert (model.monitor, model.monitor_mode) == ("val/r@1", "max")
-    by_loss = Contrastive(encoders(), monitor="val/loss")
+    by_loss = Contrastive(av_encoders(D), monitor="val/loss")
     assert (by_loss.monitor, by_loss.monitor_mode) == ("val/loss", "min")
     with pytest.raises(ValueError, match="monitor"):
-        Contrastive(encoders(), monitor="train/loss")
+        Contrastive(av_encoders(D), monitor="train/loss")
 
 
-def test_fit_reports_retrieval_over_the_split(tmp_path: Path) -> None:
-    model = Contrastive(encoders(), proj_dim=8, ks=[1, 5, 10])
-    loader = DataLoader(pairs(40), batch_size=16)
-    t = trainer(tmp_path)
+def test_fit_reports_retrieval_over_the_split(av_encoders, av_pairs, cpu_trainer) -> None:
+    model = Contrastive(av_encoders(D), proj_dim=8, ks=[1, 5, 10])
+    loader = DataLoader(av_pairs(40), batch_size=16)
+    t = cpu_trainer(max_epochs=1)
     t.fit(model, loader, loader)
     assert model.monitor == "val/r@1" and "val/r@1" in t.callback_metrics
     t.test(model, loader, verbose=False)
@@ -153,8 +112,10 @@ def test_fit_reports_retrieval_over_the_split(tmp_path: Path) -> None:
     )
 
 
-def test_classify_starts_from_contrastive_encoders_and_freezes(tmp_path: Path) -> None:
-    pretrained = Contrastive(encoders(), proj_dim=8)
+def test_classify_starts_from_contrastive_encoders_and_freezes(
+    tmp_path: Path, av_encoders, av_batch
+) -> None:
+    pretrained = Contrastive(av_encoders(D), proj_dim=8)
     with torch.no_grad():
         for p in pretrained.parameters():
             p.add_(0.01)
@@ -176,7 +137,7 @@ def test_classify_starts_from_contrastive_encoders_and_freezes(tmp_path: Path) -
     probe.train()
     assert not probe.encoders.training and probe.head.training
     before = {k: v.clone() for k, v in probe.state_dict().items()}
-    b = {k: torch.stack([p[k] for p in pairs(8)]) for k in pairs(1)[0]}
+    b = av_batch(8)
     probe.training_step(b, 0).backward()
     optimizer.step()
     changed = {k for k, v in probe.state_dict().items() if not torch.equal(v, before[k])}
@@ -200,68 +161,21 @@ def test_classify_starts_from_contrastive_encoders_and_freezes(tmp_path: Path) -
         Classify({"image": ArticleCNN(image_size=8)}, init_from=str(tmp_path)).setup("fit")
 
 
-def test_pretrain_then_probe_recipes(tmp_path: Path) -> None:
-    from longmm.cli import main
-
-    common = [
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "2",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.limit_test_batches",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
-    ]
+def test_pretrain_then_probe_recipes(tmp_path: Path, fit_recipe) -> None:
     pre = tmp_path / "pre"
-    main(
-        ["fit", "--config", str(RECIPES / "contrastive_av_digits.yaml"), *common, "--out", str(pre)]
-    )
-    metrics = json.loads((pre / "metrics.json").read_text())
+    metrics = fit_recipe("contrastive_av_digits.yaml", pre)
     assert 0.0 <= metrics["test"]["image_to_audio"]["r@1"] <= 1.0
-    probe = tmp_path / "probe"
-    main(
-        [
-            "fit",
-            "--config",
-            str(RECIPES / "probe_av_digits.yaml"),
-            "--model.init_args.init_from",
-            str(pre),
-            *common,
-            "--out",
-            str(probe),
-        ]
-    )
-    metrics = json.loads((probe / "metrics.json").read_text())
+    init = ["--model.init_args.init_from", str(pre)]
+    metrics = fit_recipe("probe_av_digits.yaml", tmp_path / "probe", *init)
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data folder {SHARED} is missing")
-def test_real_pretrain_then_probe_recipes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from longmm.cli import main
-
-    monkeypatch.chdir(RECIPES.parent)  # the recipes name ../shared/data
-    common = [
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "2",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.limit_test_batches",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
-    ]
+@pytest.mark.needs_shared
+def test_real_pretrain_then_probe_recipes(tmp_path: Path, fit_recipe) -> None:
     pre = tmp_path / "pre"
-    recipe = RECIPES / "contrastive_av_mnist_fsdd.yaml"
-    main(["fit", "--config", str(recipe), *common, "--out", str(pre)])
-    assert json.loads((pre / "metrics.json").read_text())["test"]["count"] == 128  # 1 batch
-    probe = tmp_path / "probe"
-    recipe = RECIPES / "probe_av_mnist_fsdd.yaml"
+    metrics = fit_recipe("contrastive_av_mnist_fsdd.yaml", pre, from_repo=True)
+    assert metrics["test"]["count"] == 128  # 1 batch
     init = ["--model.init_args.init_from", str(pre)]
-    main(["fit", "--config", str(recipe), *init, *common, "--out", str(probe)])
-    assert 0.0 <= json.loads((probe / "metrics.json").read_text())["test"]["accuracy"] <= 1.0
+    metrics = fit_recipe("probe_av_mnist_fsdd.yaml", tmp_path / "probe", *init, from_repo=True)
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0

@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from longmm.encoders import ArticleCNN, AudioCNN, EncoderOutput
+from longmm.encoders import EncoderOutput
 from longmm.errors import DataError
 from longmm.fusion import LateFusion, WeightedFusion
 from longmm.tasks.multitask import MultiTask
 
 D = 16
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
-def pairs(n: int = 48, seed: int = 0) -> list[dict]:
-    """Image and audio both carry the label; the audio carries the speaker."""
-    g = torch.Generator().manual_seed(seed)
-    label = torch.randint(0, 3, (n,), generator=g)
-    speaker = torch.randint(0, 2, (n,), generator=g)
-    image = torch.randn(n, 1, 8, 8, generator=g) * 0.3 + label.view(-1, 1, 1, 1)
-    audio = torch.randn(n, 40, 12, generator=g) * 0.3 + label.view(-1, 1, 1)
-    audio[:, :20] += 2.0 * speaker.view(-1, 1, 1)
-    mask = torch.ones(n, 12, dtype=torch.bool)
-    return [
-        {
-            "image": image[i],
-            "audio": audio[i],
-            "audio_mask": mask[i],
-            "label": label[i],
-            "speaker": speaker[i],
-            "index": torch.tensor(i),
-        }
-        for i in range(n)
-    ]
 
 
 class Flat(nn.Module):
@@ -57,37 +31,23 @@ class Flat(nn.Module):
         return EncoderOutput(tokens=pooled[:, None], mask=ones, pooled=pooled)
 
 
-def model(flat: bool = False, **kw) -> MultiTask:
-    torch.manual_seed(0)
-    encoders = {
-        "image": ArticleCNN(image_size=8, dim=D),
-        "audio": AudioCNN(n_mels=40, dim=D, channels=[4, 8], dropout=0.0),
-    }
-    if flat:
-        encoders = {"image": Flat(64), "audio": Flat(40 * 12)}
-    args = {"targets": {"label": 3, "speaker": 2}, "fusion": WeightedFusion(out_dim=D), **kw}
-    return MultiTask(encoders, **args)
+@pytest.fixture
+def model(av_encoders):
+    """A MultiTask over the label and the speaker; ``flat`` swaps in Flat encoders."""
+
+    def make(flat: bool = False, **kw) -> MultiTask:
+        encoders = av_encoders(D)
+        if flat:
+            encoders = {"image": Flat(64), "audio": Flat(40 * 12)}
+        args = {"targets": {"label": 3, "speaker": 2}, "fusion": WeightedFusion(out_dim=D), **kw}
+        return MultiTask(encoders, **args)
+
+    return make
 
 
-def trainer(tmp_path: Path, epochs: int = 1) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-
-
-def batch(n: int = 8, **kw) -> dict[str, torch.Tensor]:
-    return {k: torch.stack([p[k] for p in pairs(n, **kw)]) for k in pairs(1)[0]}
-
-
-def test_heads_per_target_and_static_weights() -> None:
+def test_heads_per_target_and_static_weights(model, av_batch) -> None:
     m = model(weights={"label": 1.0, "speaker": 0.25})
-    b = batch()
+    b = av_batch(speaker=True)
     logits = m(b)
     assert logits["label"].shape == (8, 3) and logits["speaker"].shape == (8, 2)
     losses = {"label": torch.tensor(2.0), "speaker": torch.tensor(4.0)}
@@ -99,7 +59,7 @@ def test_heads_per_target_and_static_weights() -> None:
     assert m.encoders["audio"].proj.weight.grad is not None
 
 
-def test_uncertainty_weighting_is_kendall_and_learns() -> None:
+def test_uncertainty_weighting_is_kendall_and_learns(model, av_batch) -> None:
     m = model(flat=True, weighting="uncertainty")
     with torch.no_grad():
         m.log_vars.copy_(torch.tensor([0.5, -1.0]))
@@ -111,7 +71,7 @@ def test_uncertainty_weighting_is_kendall_and_learns() -> None:
     # The speaker is drawn anew at every step: nothing predicts it, its loss stays near
     # log 2, so its learned variance grows and its weight falls; the label's loss falls, so
     # its weight rises.
-    b = batch(32)
+    b = av_batch(32, speaker=True)
     g = torch.Generator().manual_seed(1)
     optimizer = torch.optim.Adam(m.parameters(), lr=0.03)
     m.train()
@@ -124,10 +84,10 @@ def test_uncertainty_weighting_is_kendall_and_learns() -> None:
     assert weights["speaker"] < 0.8 < weights["label"]
 
 
-def test_eval_results_per_target_and_main_accuracy(tmp_path: Path) -> None:
+def test_eval_results_per_target_and_main_accuracy(model, av_pairs, cpu_trainer) -> None:
     m = model()
-    loader = DataLoader(pairs(), batch_size=16)
-    t = trainer(tmp_path)
+    loader = DataLoader(av_pairs(48, speaker=True), batch_size=16)
+    t = cpu_trainer(max_epochs=1)
     t.fit(m, loader, loader)
     t.test(m, loader, verbose=False)
     test = m.eval_results["test"]
@@ -139,7 +99,7 @@ def test_eval_results_per_target_and_main_accuracy(tmp_path: Path) -> None:
     assert m.monitor == "val/accuracy"
 
 
-def test_bad_targets_and_labels_are_named() -> None:
+def test_bad_targets_and_labels_are_named(model, av_batch) -> None:
     with pytest.raises(ValueError, match="weights"):
         model(weights={"colour": 1.0})
     with pytest.raises(ValueError, match="uncertainty"):
@@ -149,11 +109,11 @@ def test_bad_targets_and_labels_are_named() -> None:
     with pytest.raises(ValueError, match="label classes"):
         model(num_classes=10)
     m = model()
-    b = batch()
+    b = av_batch(speaker=True)
     del b["speaker"]
     with pytest.raises(DataError, match="speaker"):
         m.training_step(b, 0)
-    b = batch()
+    b = av_batch(speaker=True)
     b["speaker"][0] = 5
     with pytest.raises(DataError, match="targets.speaker"):
         m.training_step(b, 0)
@@ -166,59 +126,14 @@ def test_bad_targets_and_labels_are_named() -> None:
         m.check_data(Data())
 
 
-def test_fit_of_the_recipe(tmp_path: Path) -> None:
-    from longmm.cli import main
-
-    out = tmp_path / "run"
-    main(
-        [
-            "fit",
-            "--config",
-            str(RECIPES / "multitask_av_digits.yaml"),
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.limit_train_batches",
-            "2",
-            "--trainer.limit_val_batches",
-            "1",
-            "--trainer.limit_test_batches",
-            "1",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--out",
-            str(out),
-        ]
-    )
-    metrics = json.loads((out / "metrics.json").read_text())
+def test_fit_of_the_recipe(tmp_path: Path, fit_recipe) -> None:
+    metrics = fit_recipe("multitask_av_digits.yaml", tmp_path / "run")
     assert set(metrics["test"]["speaker"]["per_class"]) == {f"synth{i}" for i in range(6)}
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data folder {SHARED} is missing")
-def test_fit_of_the_real_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from longmm.cli import main
-
-    monkeypatch.chdir(RECIPES.parent)  # the recipe names ../shared/data
-    out = tmp_path / "run"
-    main(
-        [
-            "fit",
-            "--config",
-            str(RECIPES / "multitask_av_mnist_fsdd.yaml"),
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.limit_train_batches",
-            "2",
-            "--trainer.limit_val_batches",
-            "1",
-            "--trainer.limit_test_batches",
-            "1",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--out",
-            str(out),
-        ]
-    )
-    metrics = json.loads((out / "metrics.json").read_text())
+@pytest.mark.needs_shared
+def test_fit_of_the_real_recipe(tmp_path: Path, fit_recipe) -> None:
+    metrics = fit_recipe("multitask_av_mnist_fsdd.yaml", tmp_path / "run", from_repo=True)
     assert len(metrics["test"]["speaker"]["per_class"]) == 6
