@@ -52,6 +52,7 @@ def test_read_answers_with_the_span_head_and_falls_back_to_a_sentence(
     key, close = json.loads(capsys.readouterr().out)
     assert key["answer"] == "41234"  # a span, not its sentence
     assert key["answer_span"]["score"] > 0
+    assert key["answer_span"]["sentence"] == "The pass key is 41234."  # the span's context
     # Whatever the head makes of the second question, the answer is a confident span or the
     # sentence that holds it, cited by its offsets in the document.
     span = close["answer_span"]

@@ -118,8 +118,18 @@ def format_answer(answer: Any) -> str:
         "",
         f"Q: {answer.question}",
         f"A: {answer.answer or '(no answer found)'}",
-        f"evidence ({answer.strategy}, {answer.seconds:.2f} s):",
     ]
+    sentence = " ".join(answer.sentence().split())
+    if sentence and sentence != " ".join(answer.answer.split()):
+        lines.extend(
+            textwrap.wrap(
+                f"in [{answer.span.evidence + 1}]: {sentence}",
+                96,
+                initial_indent="   ",
+                subsequent_indent="      ",
+            )
+        )
+    lines.append(f"evidence ({answer.strategy}, {answer.seconds:.2f} s):")
     for i, ev in enumerate(answer.evidence, 1):
         where = [ev.source, f"chars {ev.start}-{ev.end}"]
         if ev.page is not None:

@@ -78,6 +78,18 @@ class Answer:
     strategy: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
+    def sentence(self) -> str:
+        """The evidence sentence(s) the answer span lies in (``""`` without a span), so that
+        a short answer can be judged in its context."""
+        if self.span is None:
+            return ""
+        ev = self.evidence[self.span.evidence]
+        a, b = self.span.start - ev.start, self.span.end - ev.start
+        bounds = [(s, e) for s, e in split_sentences(ev.text) if s < b and a < e]
+        if not bounds:
+            return self.span.text
+        return ev.text[bounds[0][0] : bounds[-1][1]]
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "question": self.question,
@@ -92,6 +104,7 @@ class Answer:
                 **asdict(self.span),
                 "source": ev.source,
                 "page": ev.page,
+                "sentence": self.sentence(),
             }
         if self.timings:
             out["timings"] = {k: round(v, 4) for k, v in self.timings.items()}
