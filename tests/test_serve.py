@@ -545,6 +545,8 @@ def test_web_page_in_chromium(server: Server, tmp_path: Path) -> None:
             page.click("#read-btn")
             page.wait_for_selector("#answer-block:not(.hidden)")
             assert "4417" in page.inner_text("#answer")
+            if page.inner_text("#answer").strip() == "4417":  # a span: shown in its sentence
+                assert "launch code is 4417" in page.inner_text("#answer-context")
             marks = page.query_selector_all("#document-view mark")
             assert marks and any("4417" in m.inner_text() for m in marks)
         finally:
