@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from longmm.encoders.base import EncoderOutput
 from longmm.modules.pooling import masked_mean
+from longmm.modules.stack import pre_norm_stack
 
 
 def check_features(features: Tensor, mask: Tensor | None, n_mels: int) -> Tensor:
@@ -117,16 +118,7 @@ class AudioTransformer(nn.Module):
         self.max_patches = math.ceil(max_frames / patch_frames)
         self.pos = nn.Parameter(torch.randn(self.max_patches, dim) * 0.02)
         self.drop = nn.Dropout(dropout)
-        layer = nn.TransformerEncoderLayer(
-            dim,
-            heads,
-            dim_feedforward=4 * dim,
-            dropout=dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.encoder = pre_norm_stack(dim, heads, layers, dropout)
         self.norm = nn.LayerNorm(dim)
         self.n_mels = n_mels
         self.patch_frames = patch_frames

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from longmm.encoders.base import EncoderOutput
+from longmm.modules.stack import pre_norm_stack
 
 
 class SmallViT(nn.Module):
@@ -39,16 +40,7 @@ class SmallViT(nn.Module):
         self.cls = nn.Parameter(torch.zeros(dim))
         self.pos = nn.Parameter(torch.randn(1 + self.num_patches, dim) * 0.02)
         self.drop = nn.Dropout(dropout)
-        layer = nn.TransformerEncoderLayer(
-            dim,
-            heads,
-            dim_feedforward=4 * dim,
-            dropout=dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.encoder = pre_norm_stack(dim, heads, layers, dropout)
         self.norm = nn.LayerNorm(dim)
         self.in_channels = in_channels
         self.image_size = image_size

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from longmm.modules.long_encoder import LongEncoder
+from longmm.modules.stack import pre_norm_stack
 
 
 def question_match(doc: Tensor, question: Tensor, q_mask: Tensor) -> Tensor:
@@ -65,13 +66,6 @@ class AttentionReader(nn.Module):
         x = self.encoder.embed(doc) + self.match(question_match(doc, question, q_mask))
         out = self.encoder.forward_embeddings(x, doc_mask, self.encoder.embed(question), q_mask)
         return self.head(out.tokens).squeeze(-1)
-
-
-def _encoder(dim: int, heads: int, layers: int, dropout: float) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(
-        dim, heads, 4 * dim, dropout, activation="gelu", batch_first=True, norm_first=True
-    )
-    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
 def _positions(length: int, dim: int, device: torch.device) -> Tensor:
@@ -120,8 +114,8 @@ class HierarchicalReader(nn.Module):
         self.embed = nn.Embedding(vocab_size, dim)
         self.segment = nn.Embedding(2, dim)  # question / chunk
         self.match = nn.Embedding(2, dim)
-        self.chunk_encoder = _encoder(dim, heads, chunk_layers, dropout)
-        self.doc_encoder = _encoder(dim, heads, doc_layers, dropout)
+        self.chunk_encoder = pre_norm_stack(dim, heads, chunk_layers, dropout)
+        self.doc_encoder = pre_norm_stack(dim, heads, doc_layers, dropout)
         self.relevance = nn.Linear(dim, 1)
         self.head = nn.Sequential(nn.LayerNorm(2 * dim), nn.Linear(2 * dim, 1))
         self.last_chunk_logits: Tensor | None = None
@@ -206,7 +200,7 @@ class MemoryReader(nn.Module):
         self.kind = nn.Embedding(3, dim)  # memory / question / document
         self.match = nn.Embedding(2, dim)
         self.init_memory = nn.Parameter(torch.randn(memory, dim) * 0.02)
-        self.encoder = _encoder(dim, heads, layers, dropout)
+        self.encoder = pre_norm_stack(dim, heads, layers, dropout)
         self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 1))
 
     def forward(self, doc: Tensor, doc_mask: Tensor, question: Tensor, q_mask: Tensor) -> Tensor:

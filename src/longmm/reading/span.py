@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from longmm.data.datamodule import SourceDataModule
 from longmm.data.schema import SourceData
 from longmm.errors import DataError
+from longmm.modules.stack import pre_norm_stack
 from longmm.reading.answer import AnswerSpan, Evidence
 from longmm.reading.needles import PASSKEY_FILLER, vocabulary_words
 from longmm.tasks.base import Task
@@ -185,10 +186,7 @@ class SpanHead(nn.Module):
         super().__init__()
         self.proj = nn.Linear(in_dim, dim)
         self.segment = nn.Embedding(3, dim)  # question / passage / passage word in question
-        layer = nn.TransformerEncoderLayer(
-            dim, heads, dim_feedforward=2 * dim, dropout=dropout, batch_first=True, norm_first=True
-        )
-        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.blocks = pre_norm_stack(dim, heads, layers, dropout, ff_dim=2 * dim, activation="relu")
         self.norm = nn.LayerNorm(dim)
         self.score = nn.Linear(dim, 2)
 
