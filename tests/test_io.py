@@ -9,7 +9,13 @@ import torch
 
 from longmm.errors import CheckpointError
 from longmm.io import atomic_path, atomic_write_json, atomic_write_text
-from longmm.runs import AtomicCheckpointIO, load_weights, read_checkpoint, save_weights
+from longmm.runs import (
+    AtomicCheckpointIO,
+    load_weights,
+    read_best_checkpoint,
+    read_checkpoint,
+    save_weights,
+)
 
 
 def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
@@ -45,6 +51,21 @@ def test_checkpoint_io_round_trip_and_errors(tmp_path: Path) -> None:
     torch.save({"no": "state"}, tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match="no 'state_dict'"):
         read_checkpoint(tmp_path / "other.ckpt")
+
+
+def test_best_checkpoint_of_a_run_folder(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(CheckpointError, match="run folder not found"):
+        read_best_checkpoint(run, "GAN")
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="best.ckpt: checkpoint not found"):
+        read_best_checkpoint(run, "GAN")
+    ckpt = {"state_dict": {}, "hyper_parameters": {"_class_path": "longmm.tasks.GAN"}}
+    torch.save(ckpt, run / "checkpoints" / "best.ckpt")
+    path, read = read_best_checkpoint(run, "GAN")
+    assert path == run / "checkpoints" / "best.ckpt" and read["hyper_parameters"]["_class_path"]
+    with pytest.raises(CheckpointError, match="a GAN run, where a Classify run is needed"):
+        read_best_checkpoint(run, "Classify")
 
 
 def test_safetensors_weights(tmp_path: Path) -> None:

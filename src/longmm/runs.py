@@ -33,6 +33,25 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     return ckpt
 
 
+def read_best_checkpoint(run_dir: str | Path, task: str) -> tuple[Path, dict[str, Any]]:
+    """``checkpoints/best.ckpt`` of a ``longmm fit`` run folder, read (see
+    :func:`read_checkpoint`) and checked to come from the task class ``task`` (``"GAN"``,
+    ``"Classify"``, ...) when it records its class. Errors name the folder or the file."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise CheckpointError(f"{run}: run folder not found")
+    path = run / "checkpoints" / "best.ckpt"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found (has `longmm fit` finished there?)")
+    ckpt = read_checkpoint(path)
+    class_path = str(ckpt.get("hyper_parameters", {}).get("_class_path", ""))
+    if class_path and class_path.rsplit(".", 1)[-1] != task:
+        raise CheckpointError(
+            f"{path}: a {class_path.rsplit('.', 1)[-1]} run, where a {task} run is needed"
+        )
+    return path, ckpt
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO that writes to a temporary name and renames on success, and
     reports a truncated or corrupt checkpoint by its path."""

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from longmm.errors import LongmmError
-from longmm.runs import read_checkpoint
+from longmm.runs import read_best_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,15 +43,7 @@ def main(args: list[str]) -> None:
     if opts.n < 1:
         parser.error(f"--n must be at least 1, got {opts.n}")
     run = Path(opts.run)
-    if not run.is_dir():
-        raise LongmmError(f"{run}: run folder not found")
-    ckpt_path = run / "checkpoints" / "best.ckpt"
-    if not ckpt_path.is_file():
-        raise LongmmError(f"{ckpt_path}: checkpoint not found (has `longmm fit` finished there?)")
-    ckpt = read_checkpoint(ckpt_path)
-    class_path = ckpt.get("hyper_parameters", {}).get("_class_path", "longmm.tasks.GAN")
-    if not str(class_path).endswith(".GAN"):
-        raise LongmmError(f"{ckpt_path}: a {class_path} checkpoint, not a GAN")
+    ckpt_path, _ = read_best_checkpoint(run, "GAN")
     model = GAN.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
     model.eval()
     if opts.label is not None:

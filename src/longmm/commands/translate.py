@@ -21,7 +21,7 @@ from longmm.data.modules import tokenizer_from_json
 from longmm.data.text import TextTokenizer
 from longmm.data.translation import ParallelData, encode_sources
 from longmm.errors import LongmmError
-from longmm.runs import read_checkpoint
+from longmm.runs import read_best_checkpoint
 from longmm.tasks.translate import Translate
 
 _BATCH = 64  # sentences per decoding call
@@ -30,14 +30,9 @@ _BATCH = 64  # sentences per decoding call
 def load_translator(run: str | Path) -> tuple[Translate, TextTokenizer, int]:
     """The run's best model (eval mode), its tokenizer and the source ``max_length``."""
     run = Path(run)
-    if not run.is_dir():
-        raise LongmmError(f"{run}: run folder not found")
-    ckpt_path = run / "checkpoints" / "best.ckpt"
-    if not ckpt_path.is_file():
-        raise LongmmError(f"{ckpt_path}: checkpoint not found (was the run trained?)")
-    ckpt = read_checkpoint(ckpt_path)
+    ckpt_path, ckpt = read_best_checkpoint(run, "Translate")
     hparams = ckpt.get("hyper_parameters", {})
-    if not str(hparams.get("_class_path", "")).endswith("Translate") and "beam_size" not in hparams:
+    if "_class_path" not in hparams and "beam_size" not in hparams:
         raise LongmmError(f"{ckpt_path}: not a translation checkpoint")
     if hparams.get("vocab_size") is None:
         raise LongmmError(f"{ckpt_path}: the checkpoint does not record vocab_size")

@@ -34,7 +34,7 @@ from longmm.data.image import ImageNormalizer, to_chw_uint8
 from longmm.data.schema import AUDIO, IMAGE, TEXT
 from longmm.data.text import TextTokenizer, clean_text
 from longmm.errors import DataError, LongmmError
-from longmm.runs import read_checkpoint
+from longmm.runs import read_best_checkpoint
 
 SERVED_MODALITIES = (TEXT, IMAGE, AUDIO)
 
@@ -309,18 +309,7 @@ def load_served_run(
     from longmm.tasks.classify import Classify
 
     run = Path(run_dir)
-    if not run.is_dir():
-        raise LongmmError(f"{run}: run folder not found")
-    ckpt_path = run / "checkpoints" / "best.ckpt"
-    if not ckpt_path.is_file():
-        raise LongmmError(f"{ckpt_path}: checkpoint not found (was the run trained to the end?)")
-    ckpt = read_checkpoint(ckpt_path)
-    class_path = str(ckpt.get("hyper_parameters", {}).get("_class_path", ""))
-    if class_path and not class_path.endswith(("Classify",)):
-        raise LongmmError(
-            f"{ckpt_path}: a {class_path.rsplit('.', 1)[-1]} run; serving answers classifier "
-            "(longmm.tasks.Classify) runs"
-        )
+    ckpt_path, ckpt = read_best_checkpoint(run, "Classify")  # serving answers classifiers
     try:
         model = Classify.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
     except (RuntimeError, TypeError, KeyError, ValueError) as err:
