@@ -14,6 +14,11 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
+# As the longmm command does (torch is not loaded yet): short OpenMP spinning, so that the
+# servers, DDP ranks and subprocess fits the tests start do not starve each other.
+from longmm.entry import set_openmp_defaults
+
+set_openmp_defaults()
 
 REPO = Path(__file__).resolve().parents[1]
 # Options that cut a recipe's fit to a couple of batches; they follow the recipe's own.

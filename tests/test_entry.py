@@ -86,3 +86,16 @@ def test_help_is_instant_and_names_every_command(run_light_main) -> None:
     listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")}
     shown = set(COMMANDS) - {"predict-onnx"} | set(LIGHTNING_COMMANDS) | {"quickstart"}
     assert shown <= listed, shown - listed
+
+
+def test_openmp_spin_default_leaves_a_users_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from longmm.entry import set_openmp_defaults
+
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    set_openmp_defaults()
+    assert os.environ["GOMP_SPINCOUNT"] == "1000"
+    monkeypatch.setenv("GOMP_SPINCOUNT", "300000")
+    set_openmp_defaults()
+    assert os.environ["GOMP_SPINCOUNT"] == "300000"
