@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
+from longmm.tasks.base import Task
 from longmm.training.optim import build_optimizer, build_scheduler, param_groups
 
 
@@ -83,3 +89,79 @@ def test_lr_mult_groups_include_frozen_parameters() -> None:
     body.lr_mult = -1  # type: ignore[assignment]
     with pytest.raises(ValueError, match="0.lr_mult must be a number >= 0"):
         param_groups(model, 0.01)
+
+
+class TinyTask(Task):
+    """A real Task (its configure_optimizers) on 40 fixed samples, 5 steps an epoch, no
+    randomness, recording the rate and Adam beta1 each step trains with."""
+
+    def __init__(self) -> None:
+        super().__init__(optimizer="adamw", lr=0.01, scheduler="onecycle")
+        torch.manual_seed(0)
+        self.net = nn.Linear(4, 3)
+        self.seen: list[tuple[float, float]] = []
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        group = self.trainer.optimizers[0].param_groups[0]
+        self.seen.append((group["lr"], group["betas"][0]))
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def train_dataloader(self) -> DataLoader:
+        g = torch.Generator().manual_seed(1)
+        data = TensorDataset(torch.randn(40, 4, generator=g), torch.arange(40) % 3)
+        return DataLoader(data, batch_size=8)
+
+
+class StopAt(L.Callback):
+    """Fail when epoch ``epoch`` starts, after the checkpoint of the epoch before."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("stopped")
+
+
+def fit(
+    epochs: int, ckpt_path: Path | None = None, callbacks: list | None = None
+) -> tuple[TinyTask, L.Trainer]:
+    task = TinyTask()
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=bool(callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+    trainer.fit(task, ckpt_path=ckpt_path)
+    return task, trainer
+
+
+def test_onecycle_resumed_with_more_epochs_follows_the_new_plan(tmp_path: Path) -> None:
+    _, short = fit(2)
+    short.save_checkpoint(tmp_path / "two.ckpt")
+    resumed, trainer = fit(4, ckpt_path=tmp_path / "two.ckpt")  # failed: stepped past 10
+    assert trainer.global_step == 20 and len(resumed.seen) == 10
+    whole, _ = fit(4)
+    # Steps 10..19 run on the 20-step plan: the rates and betas of an uninterrupted run.
+    assert resumed.seen == whole.seen[10:]
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    assert sched.total_steps == 20 and sched.last_epoch == 20
+    peak = max(range(20), key=lambda i: whole.seen[i][0])
+    assert 4 <= peak <= 7  # 30 % of the 20-step plan, not of the saved 10-step one
+
+
+def test_onecycle_resumed_with_the_same_length_is_identical(tmp_path: Path) -> None:
+    whole, _ = fit(4)
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    with pytest.raises(RuntimeError, match="stopped"):
+        fit(4, callbacks=[ckpt, StopAt(2)])
+    resumed, _ = fit(4, ckpt_path=tmp_path / "last.ckpt")
+    assert resumed.seen == whole.seen[10:]
+    assert all(
+        torch.equal(a, b) for a, b in zip(resumed.parameters(), whole.parameters(), strict=True)
+    )

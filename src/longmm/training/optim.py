@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from typing import Literal
 
@@ -82,6 +83,41 @@ def _with_rate(group: dict, lr: float) -> dict:
     return group
 
 
+class ReplannedOneCycleLR(OneCycleLR):
+    """OneCycleLR whose plan (``total_steps`` and phase ends) is the one it was built with.
+
+    PyTorch's ``load_state_dict`` restores the saved plan too, so a run resumed with more
+    epochs stepped past the old ``total_steps`` and failed. Here loading restores only the
+    step counters and sets the rate (and momentum) of the restored step on the current plan:
+    with the same length that is exactly the saved state, with another length the schedule
+    carries on re-planned, like the LambdaLR schedules, whose plan is never saved.
+
+    Call it after the optimizer's state is loaded (Lightning does): the plan's rates
+    ``initial_lr``, ``max_lr`` and ``min_lr`` live in the optimizer's parameter groups.
+    """
+
+    _COUNTERS = ("last_epoch", "_step_count")
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        missing = [k for k in self._COUNTERS if k not in state_dict]
+        if missing:
+            raise KeyError(f"onecycle scheduler state: missing {', '.join(missing)}")
+        for key in self._COUNTERS:
+            setattr(self, key, state_dict[key])
+        if self.last_epoch > self.total_steps:
+            # Past the end of the new, shorter plan: keep the saved rates; stepping further
+            # fails in OneCycleLR.get_lr, naming both counts.
+            self._last_lr = list(state_dict.get("_last_lr", self._last_lr))
+            return
+        with warnings.catch_warnings():
+            # get_lr outside step() warns to use get_last_lr(); here it is computing it.
+            warnings.filterwarnings("ignore", "To get the last learning rate", UserWarning)
+            rates = self.get_lr()  # also sets the momentum or beta1 of this step
+        for group, lr in zip(self.optimizer.param_groups, rates, strict=True):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
 def build_scheduler(
     optimizer: Optimizer,
     name: SchedulerName,
@@ -97,12 +133,15 @@ def build_scheduler(
     ``step`` multiplies the rate by ``gamma`` every ``step_epochs`` epochs; ``cosine`` decays
     to ``min_lr_ratio`` of the base rate; ``onecycle`` is PyTorch's OneCycleLR (its own
     warm-up, ``warmup_steps`` sets its rising phase).
+
+    Every schedule follows the plan built here for ``total_steps``: a resumed run keeps its
+    step count but continues on the plan for its own (possibly new) length.
     """
     total_steps = max(total_steps, 1)
     if name == "onecycle":
         max_lrs = [g["lr"] for g in optimizer.param_groups]
         pct = warmup_steps / total_steps if warmup_steps else 0.3
-        return OneCycleLR(
+        return ReplannedOneCycleLR(
             optimizer, max_lr=max_lrs, total_steps=total_steps, pct_start=min(max(pct, 0.01), 0.99)
         )
 
