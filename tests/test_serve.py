@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -356,32 +357,49 @@ def test_predict_concurrent_requests_are_batched(server: Server) -> None:
 
 
 @pytest.mark.parametrize(
-    ("payload", "status", "field"),
+    ("payload", "status", "field", "says"),
     [
-        ({"model": "sentiment"}, 422, "inputs"),
-        ({"model": "sentiment", "text": "   "}, 422, "text"),
-        ({"model": "sentiment", "text": 42}, 422, "text"),
-        ({"model": "sentiment", "text": "good " * 200}, 413, "text"),
-        ({"model": "sentiment", "image": b64(png_bytes())}, 422, "image"),
-        ({"model": "nope", "text": "hi"}, 422, "model"),
-        ({"text": "hi"}, 422, "model"),  # two models loaded: which one?
-        ({"model": "sentiment", "txt": "hi"}, 422, "txt"),
-        ({"model": "av", "image": "not base64!"}, 422, "image"),
-        ({"model": "av", "image": b64(b"GIF89a broken")}, 422, "image"),
-        ({"model": "av", "image": b64(png_bytes((200, 200)))}, 413, "image"),
-        ({"model": "av", "audio": b64(b"RIFF....WAVEfmt ")}, 422, "audio"),
-        ({"model": "av", "audio": b64(wav_bytes(3.0))}, 413, "audio"),
-        ([1, 2], 422, "request body"),
+        ({"model": "sentiment"}, 422, "inputs", "give at least one of text"),
+        ({"model": "sentiment", "text": "   "}, 422, "text", "is empty"),
+        ({"model": "sentiment", "text": 42}, 422, "text", "must be a string, got int"),
+        ({"model": "sentiment", "text": "good " * 200}, 413, "text", "over the limit"),
+        (
+            {"model": "sentiment", "image": b64(png_bytes())},
+            422,
+            "image",
+            "this model reads text input, not image",
+        ),
+        ({"model": "av", "text": "hi"}, 422, "text", "reads image and audio input, not text"),
+        ({"model": "nope", "text": "hi"}, 422, "model", "unknown model 'nope'"),
+        ({"text": "hi"}, 422, "model", "choose one of"),  # two models loaded: which one?
+        ({"model": "sentiment", "txt": "hi"}, 422, "txt", "unknown field"),
+        ({"model": "av", "image": "not base64!"}, 422, "image", "not valid base64"),
+        (
+            {"model": "av", "image": b64(b"GIF89a broken")},
+            422,
+            "image",
+            "not a readable image (PIL cannot identify its format)",
+        ),
+        ({"model": "av", "image": b64(png_bytes((200, 200)))}, 413, "image", "over the limit"),
+        (
+            {"model": "av", "audio": b64(b"RIFF....WAVEfmt ")},
+            422,
+            "audio",
+            "not a readable audio file (Error in WAV file",
+        ),
+        ({"model": "av", "audio": b64(wav_bytes(3.0))}, 413, "audio", "over the limit"),
+        ([1, 2], 422, "request body", "must be a JSON object, got list"),
     ],
 )
 def test_predict_bad_input_names_the_field(
-    server: Server, payload: object, status: int, field: str
+    server: Server, payload: object, status: int, field: str, says: str
 ) -> None:
     got, out = server.post_json("/predict", payload)
     assert got == status, out
     assert out["error"]["field"] == field
     assert out["error"]["status"] == status
-    assert out["error"]["message"]
+    assert says in out["error"]["message"], out
+    assert "object at 0x" not in out["error"]["message"], out
 
 
 def test_predict_bad_bodies(server: Server) -> None:
@@ -594,3 +612,32 @@ def test_serve_refuses_missing_runs_and_a_busy_port(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         with pytest.raises(LongmmError, match=f"cannot listen on 127.0.0.1:{port}"):
             main([str(tmp_path), "--port", str(port)])
+
+
+def test_serve_help_describes_every_option_and_its_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from longmm.deploy.serve import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    text = " ".join(out.split())  # argparse wraps lines
+    for option, default in [
+        ("--host", "127.0.0.1"),
+        ("--port", "8000"),
+        ("--max-request-mb", "20.0"),
+        ("--max-image-pixels", "16777216"),
+        ("--max-audio-seconds", "60.0"),
+        ("--max-text-tokens", "16384"),
+        ("--max-document-tokens", "2000000"),
+        ("--timeout", "30.0"),
+        ("--log-level", "warning"),
+    ]:
+        assert option in text
+        assert f"(default: {default})" in text, option
+    # Every option (-h aside) has its help and its default: one "(default: ...)" each.
+    options = set(re.findall(r"^  (--[a-z-]+)", out.split("options:", 1)[1], re.MULTILINE))
+    assert len(options) >= 16, options
+    assert text.count("(default: ") == len(options), text

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,22 @@ class InputError(LongmmError):
         self.message = message
         self.status = status
         super().__init__(f"{field}: {message}")
+
+
+def _listing(names: Sequence[str]) -> str:
+    """``["image"]`` -> ``image``; ``["image", "audio", "text"]`` -> ``image, audio and text``."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+_OBJECT_REPR = re.compile(r"\s*<[^<>]* object at 0x[0-9a-fA-F]+>")
+
+
+def _reason(err: BaseException) -> str:
+    """A decoder's error message for a client, without Python object reprs in it."""
+    text = getattr(err, "error_string", None) or str(err)  # libsndfile's own words
+    text = _OBJECT_REPR.sub("", text).strip()
+    return text or type(err).__name__
 
 
 @dataclass
@@ -102,7 +119,8 @@ class Preprocessor:
         unknown = sorted(set(raw) - set(self.modalities))
         if unknown:
             raise InputError(
-                unknown[0], f"this model reads {', '.join(self.modalities)}; not {unknown[0]}"
+                unknown[0],
+                f"this model reads {_listing(self.modalities)} input, not {unknown[0]}",
             )
         if not raw:
             raise InputError(
@@ -158,8 +176,12 @@ class Preprocessor:
                 array = np.asarray(image.convert(mode))
         except InputError:
             raise
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-            raise InputError(IMAGE, f"not a readable image ({err})") from err
+        except UnidentifiedImageError as err:
+            raise InputError(
+                IMAGE, "not a readable image (PIL cannot identify its format)"
+            ) from err
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise InputError(IMAGE, f"not a readable image ({_reason(err)})") from err
         chw = to_chw_uint8(
             array,
             channels=int(self.state["channels"]),
@@ -176,7 +198,7 @@ class Preprocessor:
         try:
             info = sf.info(io.BytesIO(data))
         except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-            raise InputError(AUDIO, f"not a readable audio file ({err})") from err
+            raise InputError(AUDIO, f"not a readable audio file ({_reason(err)})") from err
         if info.samplerate <= 0 or info.frames <= 0:
             raise InputError(AUDIO, "holds no samples")
         seconds = info.frames / info.samplerate
@@ -189,7 +211,7 @@ class Preprocessor:
         try:
             samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as err:
-            raise InputError(AUDIO, f"not a readable audio file ({err})") from err
+            raise InputError(AUDIO, f"not a readable audio file ({_reason(err)})") from err
         if not np.isfinite(samples).all():
             raise InputError(AUDIO, "holds NaN or infinite samples")
         mono = samples.mean(axis=1)

@@ -743,36 +743,95 @@ def main(argv: list[str]) -> None:
         "POST /predict, POST /read, GET /health, GET /metrics, API docs at /docs.",
     )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders of longmm fit")
-    parser.add_argument("--host", default="127.0.0.1", choices=ALLOWED_HOSTS)
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--workers", type=int, default=1, help="inference workers per device")
     parser.add_argument(
-        "--api-servers", type=int, default=1, help="HTTP server processes (uvicorn) in front"
-    )
-    parser.add_argument("--max-batch", type=int, default=32, help="inputs per model call")
-    parser.add_argument(
-        "--batch-timeout-ms", type=float, default=10.0, help="longest wait to fill a batch"
+        "--host",
+        default="127.0.0.1",
+        choices=ALLOWED_HOSTS,
+        help="address to listen on (0.0.0.0 or :: opens it to the network) (default: %(default)s)",
     )
     parser.add_argument(
-        "--api-key", default=None, help=f"require this key (default: ${API_KEY_ENV} if set)"
+        "--port", type=int, default=8000, help="TCP port to listen on (default: %(default)s)"
     )
-    parser.add_argument("--max-request-mb", type=float, default=20.0)
-    parser.add_argument("--max-image-pixels", type=int, default=Limits.max_image_pixels)
-    parser.add_argument("--max-audio-seconds", type=float, default=Limits.max_audio_seconds)
-    parser.add_argument("--max-text-tokens", type=int, default=Limits.max_text_tokens)
-    parser.add_argument("--max-document-tokens", type=int, default=Limits.max_document_tokens)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="inference workers per device (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--api-servers",
+        type=int,
+        default=1,
+        help="HTTP server processes (uvicorn) in front (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=32,
+        help="most inputs per model call (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-timeout-ms",
+        type=float,
+        default=10.0,
+        help="longest wait to fill a batch, milliseconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require this key in the X-API-Key header (default: ${API_KEY_ENV} if set, "
+        "else no key)",
+    )
+    parser.add_argument(
+        "--max-request-mb",
+        type=float,
+        default=Limits.max_request_bytes / 2**20,
+        help="largest request body, MiB; larger ones get 413 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=Limits.max_image_pixels,
+        help="most pixels (width x height) in one image (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-audio-seconds",
+        type=float,
+        default=Limits.max_audio_seconds,
+        help="longest audio upload, seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-text-tokens",
+        type=int,
+        default=Limits.max_text_tokens,
+        help="most tokens in one text input of /predict (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-document-tokens",
+        type=int,
+        default=Limits.max_document_tokens,
+        help="most tokens in one document of /read (default: %(default)s)",
+    )
     parser.add_argument(
         "--read-strategy",
         default="hybrid",
         choices=("bm25", "dense", "hybrid"),
-        help="retrieval for POST /read",
-    )
-    parser.add_argument("--timeout", type=float, default=30.0, help="request timeout, seconds")
-    parser.add_argument(
-        "--accelerator", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="device"
+        help="passage retrieval for POST /read (default: %(default)s)",
     )
     parser.add_argument(
-        "--log-level", default="warning", choices=("debug", "info", "warning", "error")
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="request timeout, seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--accelerator",
+        default="auto",
+        choices=("auto", "cpu", "cuda", "mps"),
+        help="device the models run on (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("debug", "info", "warning", "error"),
+        help="server log level; info and debug log every request (default: %(default)s)",
     )
     args = parser.parse_args(argv)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
