@@ -18,7 +18,16 @@ from longmm.errors import LongmmError
 def test_image_export_has_parity_int8_and_a_report(image_run: Path, image_export: Path) -> None:
     report = json.loads((image_export / "report.json").read_text())
     assert report["parity"]["max_abs_diff"] <= 1e-4
-    assert report["parity"]["samples"] > 300  # the whole test split, plus a 1-sample batch
+    # Parity and accuracy count the test split itself: the 1-sample slice that parity also
+    # runs (for the dynamic batch axis) is noted, not counted.
+    split = json.loads((image_run / "data.json").read_text())["splits"]["test"]["count"]
+    assert split > 300
+    assert report["parity"]["samples"] == report["test_samples"] == split
+    assert report["parity"]["batches"] == report["test_batches"]
+    assert report["parity"]["single_sample_slice"] is True
+    markdown = (image_export / "report.md").read_text()
+    assert f"Test split: {split} samples in {report['test_batches']} batches" in markdown
+    assert f"over the {split} test samples, and a 1-sample slice" in markdown
     assert report["quantization"]["method"] == "static"  # a CNN: calibrated
     engines = report["engines"]
     assert set(engines) == {"torch_fp32", "onnxruntime_fp32", "onnxruntime_int8"}
