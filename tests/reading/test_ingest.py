@@ -213,6 +213,7 @@ def test_bad_documents_get_clear_errors(tmp_path: Path) -> None:
         "garbled.txt": (("@#$%^&*(){}[]<>~`|\\/" * 50 + "ok").encode(), "garbled text"),
         "mojibake.txt": ((("\ufffd" * 30 + " words ") * 10).encode(), "garbled text"),
         "image.png": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200), "binary data"),
+        "report.docx": (b"PK\x03\x04 text", r"\.docx files are not supported; longmm reads "),
     }
     for name, (data, message) in cases.items():
         path = tmp_path / name
@@ -221,13 +222,26 @@ def test_bad_documents_get_clear_errors(tmp_path: Path) -> None:
             load_document(path)
     big = tmp_path / "big.txt"
     big.write_text("word " * 1000, encoding="utf-8")
-    with pytest.raises(DataError, match=r"big.txt: document too long: 5,000 characters"):
+    with pytest.raises(DataError, match=r"big.txt: document too long: 5,000 characters") as err:
         load_document(big, max_chars=4000)
+    assert "--max-chars" in str(err.value)  # names the option that raises the limit
     with pytest.raises(DataError, match="no such file"):
         load_document(tmp_path / "nope.txt")
     (tmp_path / "sub").mkdir()
     with pytest.raises(DataError, match="no documents in this folder"):
         load_documents([tmp_path / "sub"])
+
+
+def test_a_broken_pdf_gives_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4\n1 0 obj\n<< /Length 99 >>\nstream\n\xbd3\x11)w")
+    with pytest.raises(DataError, match=r"broken.pdf: not a readable PDF"):
+        load_document(broken)
+    captured = capsys.readouterr()
+    assert captured.out == captured.err == ""  # no pypdf warnings printed before our error
+    assert not [r for r in caplog.records if r.name.startswith("pypdf")]
 
 
 def test_encodings_and_folders(tmp_path: Path) -> None:

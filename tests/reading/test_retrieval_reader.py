@@ -292,3 +292,19 @@ def test_sentence_focus_reads_only_the_best_sentences() -> None:
     assert len(inner.seen) == 1 and "7781" in inner.seen[0]
     with pytest.raises(ValueError, match="top"):
         SentenceFocus(BestSentence(), inner, top=0)
+
+
+def test_answer_and_evidence_cite_the_pages_they_are_on() -> None:
+    page1 = "Lease terms. The tenant keeps the garden tidy. The landlord paints the hall."
+    page2 = "The pass key is 5521. The boiler is serviced every spring."
+    doc = text_document(f"{page1}\n{page2}", "lease.pdf")
+    doc.page_starts = [0, len(page1) + 1]
+    reader = RetrievalReader(strategy="bm25", top_k=1, passage_tokens=256)
+    answer = reader.answer("What is the pass key?", [doc])
+    (ev,) = answer.evidence
+    assert (ev.page, ev.last_page) == (1, 2)  # the passage runs across the page break
+    assert answer.span is not None and answer.span.start > len(page1)
+    assert answer.span.page == 2  # the answer itself is on page 2
+    row = answer.to_json()
+    assert row["answer_span"]["page"] == 2
+    assert (row["evidence"][0]["page"], row["evidence"][0]["last_page"]) == (1, 2)

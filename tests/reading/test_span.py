@@ -160,3 +160,17 @@ def test_training_window_holds_the_answer() -> None:
     s, e = _token_targets(w, example.answer)
     assert (s, e) != (0, 0)
     assert passage[w.offsets[s - w.passage_at][0] : w.offsets[e - w.passage_at][1]] == "48213"
+
+
+def test_best_span_stays_inside_one_sentence() -> None:
+    import torch
+
+    from longmm.reading.span import best_span
+
+    # [CLS] then five passage tokens; the best pair runs from token 1 to token 3 ...
+    start = torch.tensor([0.0, 5.0, 0.0, 0.0, 0.0, 0.0])
+    end = torch.tensor([0.0, 0.0, 0.0, 4.0, 1.0, 0.0])
+    assert best_span(start, end, passage_at=1, n_passage=5, max_tokens=5)[:2] == (0, 2)
+    # ... but tokens 0-1 and 2-4 are two sentences: the span must end in the first.
+    i, j, margin = best_span(start, end, 1, 5, 5, sentence=[0, 0, 1, 1, 1])
+    assert (i, j) == (0, 0) and margin == 5.0

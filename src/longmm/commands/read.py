@@ -133,7 +133,8 @@ def format_answer(answer: Any) -> str:
     for i, ev in enumerate(answer.evidence, 1):
         where = [ev.source, f"chars {ev.start}-{ev.end}"]
         if ev.page is not None:
-            where.append(f"page {ev.page}")
+            last = ev.page if ev.last_page is None else ev.last_page
+            where.append(f"page {ev.page}" if last == ev.page else f"pages {ev.page}-{last}")
         if ev.section:
             where.append("section " + " > ".join(ev.section))
         where.append(f"score {ev.score:.4f}")

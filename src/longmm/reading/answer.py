@@ -28,7 +28,8 @@ class Evidence:
 
     ``source`` names the document, ``page`` is the first page (``None`` without pages),
     ``section`` the heading path, ``score`` the retrieval score (higher is better; its scale
-    depends on the strategy), ``chunks`` the indices of the chunks it was built from.
+    depends on the strategy), ``chunks`` the indices of the chunks it was built from,
+    ``last_page`` the page it ends on.
     """
 
     text: str
@@ -40,6 +41,7 @@ class Evidence:
     section: tuple[str, ...] = ()
     score: float = 0.0
     chunks: tuple[int, ...] = ()
+    last_page: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +50,7 @@ class Evidence:
             "start": self.start,
             "end": self.end,
             "page": self.page,
+            "last_page": self.page if self.last_page is None else self.last_page,
             "section": " > ".join(self.section),
             "score": round(float(self.score), 6),
         }
@@ -63,6 +66,7 @@ class AnswerSpan:
     start: int
     end: int
     score: float = 0.0
+    page: int | None = None  # the page the answer starts on (set by the reader)
 
 
 @dataclass
@@ -103,7 +107,7 @@ class Answer:
             out["answer_span"] = {
                 **asdict(self.span),
                 "source": ev.source,
-                "page": ev.page,
+                "page": ev.page if self.span.page is None else self.span.page,
                 "sentence": self.sentence(),
             }
         if self.timings:

@@ -16,11 +16,14 @@ text, so that it is retrieved and cited where it stands.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 import unicodedata
+import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +39,8 @@ HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 PDF_SUFFIXES = {".pdf"}
 JSONL_SUFFIXES = {".jsonl"}
 SUPPORTED = TEXT_SUFFIXES | MARKDOWN_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | JSONL_SUFFIXES
+# Formats longmm does not read: refused by name rather than read as text.
+UNSUPPORTED = {".docx", ".doc", ".odt", ".rtf", ".pptx", ".ppt", ".odp", ".xlsx", ".xls", ".epub"}
 
 
 def load_documents(
@@ -69,6 +74,10 @@ def load_document(path: str | Path, *, max_chars: int = DEFAULT_MAX_CHARS) -> Do
     if not data.strip():
         raise DataError(where, "empty document (no text)")
     suffix = path.suffix.lower()
+    if suffix in UNSUPPORTED:
+        raise DataError(
+            where, f"{suffix} files are not supported; longmm reads {_supported()} (save it as PDF)"
+        )
     if suffix in PDF_SUFFIXES or (suffix not in SUPPORTED and data.startswith(b"%PDF-")):
         return pdf_document(data, where, max_chars=max_chars)
     text = decode_text(data, where)
@@ -123,7 +132,7 @@ def check_readable(text: str, where: str, max_chars: int) -> None:
         raise DataError(
             where,
             f"document too long: {len(text):,} characters, over the limit of {max_chars:,} "
-            "(raise max_chars to read it)",
+            "(raise the limit to read it: --max-chars, or max_chars in Python)",
         )
     visible = [ch for ch in text[:200_000] if not ch.isspace()]
     if not visible:
@@ -360,6 +369,22 @@ def _table_rows(table) -> list[str]:
 # PDF -----------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _quiet_pypdf() -> Iterator[None]:
+    """pypdf's own logging and warnings off while it reads: a file it cannot read gets one
+    clear error from us, and the fixes it makes in passing to a readable file are its own
+    business."""
+    logger = logging.getLogger("pypdf")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def pdf_document(
     data: bytes, source: str = "<pdf>", *, max_chars: int = DEFAULT_MAX_CHARS
 ) -> Document:
@@ -372,10 +397,11 @@ def pdf_document(
     from pypdf.errors import PdfReadError
 
     try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise DataError(source, "the PDF is encrypted (a password is needed to read it)")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        with _quiet_pypdf():  # its warnings about a broken file come before our error
+            reader = PdfReader(io.BytesIO(data))
+            if reader.is_encrypted and not reader.decrypt(""):
+                raise DataError(source, "the PDF is encrypted (a password is needed to read it)")
+            pages = [page.extract_text() or "" for page in reader.pages]
     except DataError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:

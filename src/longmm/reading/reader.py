@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -207,6 +207,9 @@ class RetrievalReader:
         evidence = self.evidence(question, index, ranked)
         t_expand = time.perf_counter()
         span = self.extractor.extract(question, evidence) if evidence else None
+        if span is not None:
+            doc = index.documents[evidence[span.evidence].doc]
+            span = replace(span, page=doc.page_at(span.start))
         t_end = time.perf_counter()
         timings = {
             "index_s": t_index - t0,
@@ -317,6 +320,7 @@ class RetrievalReader:
                     end=end,
                     doc=d,
                     page=doc.page_at(start),
+                    last_page=doc.page_at(max(start, end - 1)),
                     section=doc.section_at(start),
                     score=rel[u],
                     chunks=chunk_ids,

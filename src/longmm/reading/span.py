@@ -39,6 +39,7 @@ from longmm.data.schema import SourceData
 from longmm.errors import DataError
 from longmm.modules.stack import pre_norm_stack
 from longmm.reading.answer import AnswerSpan, Evidence
+from longmm.reading.enhance import split_sentences
 from longmm.reading.needles import PASSKEY_FILLER, vocabulary_words
 from longmm.tasks.base import Task
 from longmm.training.optim import OptimizerName, SchedulerName
@@ -198,15 +199,26 @@ class SpanHead(nn.Module):
 
 
 def best_span(
-    start: Tensor, end: Tensor, passage_at: int, n_passage: int, max_tokens: int
+    start: Tensor,
+    end: Tensor,
+    passage_at: int,
+    n_passage: int,
+    max_tokens: int,
+    sentence: Sequence[int] | None = None,
 ) -> tuple[int, int, float]:
     """Best ``(i, j)`` passage-token span (``i <= j < i + max_tokens``) of one window and its
-    score over the no-answer score (``start[0] + end[0]``, the [CLS] position)."""
+    score over the no-answer score (``start[0] + end[0]``, the [CLS] position).
+
+    ``sentence`` numbers the sentence of each passage token: a span then starts and ends in
+    one sentence (an answer does not run across a sentence end, a heading or a line break)."""
     s = start[passage_at : passage_at + n_passage]
     e = end[passage_at : passage_at + n_passage]
     pair = s[:, None] + e[None, :]  # (n, n)
     n = pair.shape[0]
     allowed = torch.ones(n, n, dtype=torch.bool).triu().tril(max_tokens - 1)
+    if sentence is not None:
+        ids = torch.as_tensor(list(sentence), dtype=torch.long)
+        allowed &= ids[:, None] == ids[None, :]
     pair = pair.masked_fill(~allowed, float("-inf"))
     flat = int(torch.argmax(pair))
     i, j = divmod(flat, n)
@@ -849,11 +861,13 @@ class SpanExtractor:
     @torch.no_grad()
     def extract(self, question: str, passages: Sequence[Evidence]) -> AnswerSpan | None:
         jobs: list[tuple[int, Window]] = []
+        sentence_ends: dict[int, np.ndarray] = {}
         for pi, p in enumerate(passages):
             if p.text.strip():
                 jobs += [
                     (pi, w) for w in make_windows(question, p.text, self.max_length, self.stride)
                 ]
+                sentence_ends[pi] = np.array([e for _, e in split_sentences(p.text)])
         if not jobs:
             return None
         feats = encode_windows([w for _, w in jobs], self.batch_size)
@@ -874,8 +888,14 @@ class SpanExtractor:
             start, end = self.head(batch["features"], batch["mask"], batch["type_ids"])
             for row, k in enumerate(chunk):
                 pi, w = jobs[k]
+                token_starts = np.array([a for a, _ in w.offsets])
                 i, j, margin = best_span(
-                    start[row], end[row], w.passage_at, len(w.offsets), self.max_answer_tokens
+                    start[row],
+                    end[row],
+                    w.passage_at,
+                    len(w.offsets),
+                    self.max_answer_tokens,
+                    np.searchsorted(sentence_ends[pi], token_starts, side="right").tolist(),
                 )
                 if best is None or margin > best[0]:
                     best = (margin, pi, w.offsets[i][0], w.offsets[j][1])
