@@ -240,6 +240,8 @@ def _quiet_known_warnings() -> None:
         ".*does not have many workers",  # in-memory tensors need no loader workers
         ".*isinstance.treespec, LeafSpec.",  # a Lightning internal deprecation
         ".*The number of training batches .* is smaller than the logging interval",
+        # test/validate/predict rebuild the recipe's callbacks, and evaluation restores none
+        ".*callbacks used to create the checkpoint need to be provided",
     ):
         warnings.filterwarnings("ignore", message=message)
 
