@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import torch
 from PIL import Image
 
 from longmm.deploy.loading import load_run, prepare
-from longmm.deploy.runtime import OnnxClassifier
+from longmm.deploy.runtime import OnnxClassifier, read_manifest, softmax
 from longmm.errors import DataError
 
 
@@ -104,7 +105,9 @@ def test_runtime_names_bad_input(image_export: Path, tmp_path: Path) -> None:
     from longmm.deploy.runtime import read_samples
 
     clf = OnnxClassifier(image_export)
-    with pytest.raises(DataError, match="missing field"):
+    with pytest.raises(
+        DataError, match=r"sample 0: field 'image': missing .*reads \['image'\], not \['text'\]"
+    ):
         clf.predict([{"text": "hello"}])
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
@@ -115,6 +118,9 @@ def test_runtime_names_bad_input(image_export: Path, tmp_path: Path) -> None:
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"image": "a.png"}\n{not json\n')
     with pytest.raises(DataError, match=r"m.jsonl:2: not valid JSON"):
+        read_samples([], [], str(manifest), ["image"])
+    manifest.write_text('{"image": "a.png"}\n{"text": "hello"}\n')
+    with pytest.raises(DataError, match=r"m.jsonl:2: field 'image': missing"):
         read_samples([], [], str(manifest), ["image"])
 
 
@@ -145,27 +151,147 @@ trainer:
 """
 
 
-@pytest.mark.slow
-def test_fusion_export_and_numpy_log_mel_match_the_model(tmp_path: Path) -> None:
-    """Image + audio: the runtime's numpy STFT/log-mel and image path give the logits of the
-    trained fusion model on the same raw (corrupted) pairs, and int8 is static."""
+@pytest.fixture(scope="module")
+def fusion_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """A tiny image + audio fusion run, its export (fp32 + static int8) and export report."""
     from longmm.deploy.export import export_run
 
     from .conftest import fit
 
-    run_dir = fit(FUSION_RECIPE, tmp_path / "av")
-    report = export_run(run_dir, tmp_path / "export", quantize="int8", repeats=1)
+    tmp = tmp_path_factory.mktemp("av")
+    run_dir = fit(FUSION_RECIPE, tmp / "av")
+    report = export_run(run_dir, tmp / "export", quantize="int8", repeats=1)
+    return run_dir, tmp / "export", report
+
+
+def _fusion_items(run_dir: Path, n: int) -> tuple[Any, list[dict]]:
+    run = load_run(run_dir)
+    ds = run.datamodule.datasets["test"]
+    return run, [ds[i] for i in range(n)]
+
+
+def _raw(item: dict, audio: bool = True) -> dict[str, Any]:
+    sample: dict[str, Any] = {"image": item["image"].permute(1, 2, 0).numpy()}
+    if audio:
+        sample["audio"] = (item["audio"].numpy(), 8000)
+    return sample
+
+
+@pytest.mark.slow
+def test_fusion_export_and_numpy_log_mel_match_the_model(
+    fusion_export: tuple[Path, Path, dict],
+) -> None:
+    """Image + audio: the runtime's numpy STFT/log-mel and image path give the logits of the
+    trained fusion model on the same raw (corrupted) pairs, and int8 is static."""
+    run_dir, export_dir, report = fusion_export
     assert report["parity"]["max_abs_diff"] <= 1e-4
     assert report["quantization"]["method"] == "static"
-    run = load_run(run_dir)
+    run, items = _fusion_items(run_dir, 16)
     dm = run.datamodule
-    ds = dm.datasets["test"]
-    items = [ds[i] for i in range(16)]
     with torch.no_grad():
         logits = run.model(prepare(dm, dm.collate_fn()(items))).numpy()
-    samples = [
-        {"image": it["image"].permute(1, 2, 0).numpy(), "audio": (it["audio"].numpy(), 8000)}
-        for it in items
-    ]
-    clf = OnnxClassifier(tmp_path / "export", model="fp32")
-    np.testing.assert_allclose(clf.logits(samples), logits, atol=1e-4)
+    clf = OnnxClassifier(export_dir, model="fp32")
+    np.testing.assert_allclose(clf.logits([_raw(it) for it in items]), logits, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_fusion_export_reads_samples_without_audio_as_the_model_does(
+    fusion_export: tuple[Path, Path, dict],
+) -> None:
+    """A sample without audio (left out of a mixed batch, or a whole batch without it) gets
+    the probabilities of the torch model with the audio key absent (what the server feeds)
+    and of the torch model with that sample's audio mask row all False."""
+    run_dir, export_dir, _ = fusion_export
+    run, items = _fusion_items(run_dir, 12)
+    dm = run.datamodule
+    absent = [i for i in range(len(items)) if i % 3 != 1]  # mostly absent, some present
+    with torch.no_grad():
+        full = prepare(dm, dm.collate_fn()(items))
+        image_only = {"image": full["image"]}  # the audio key absent, as the server does
+        p_key_absent = torch.softmax(run.model(image_only), dim=-1).numpy()
+        masked = dict(full)
+        masked["audio_mask"] = full["audio_mask"].clone()
+        masked["audio_mask"][absent] = False
+        masked["audio"] = full["audio"].masked_fill(~masked["audio_mask"][:, None, :], 0.0)
+        p_mask_false = torch.softmax(run.model(masked), dim=-1).numpy()
+        p_full = torch.softmax(run.model(full), dim=-1).numpy()
+    # The two torch forms of "no audio" agree, and the audio did matter for those samples.
+    np.testing.assert_allclose(p_mask_false[absent], p_key_absent[absent], atol=1e-5)
+    assert np.abs(p_full[absent] - p_key_absent[absent]).max() > 1e-3
+
+    clf = OnnxClassifier(export_dir, model="fp32")
+    assert clf.optional == ["audio"]
+    mixed = [_raw(it, audio=i not in absent) for i, it in enumerate(items)]
+    p_mixed = softmax(clf.logits(mixed))
+    none = softmax(clf.logits([_raw(it, audio=False) for it in items]))  # audio length 1
+    assert np.isfinite(p_mixed).all() and np.isfinite(none).all()
+    assert np.abs(p_mixed - p_mask_false).max() <= 1e-4
+    assert np.abs(p_mixed[absent] - p_key_absent[absent]).max() <= 1e-4
+    assert np.abs(none - p_key_absent).max() <= 1e-4
+    rows = clf.predict(mixed)  # through predict: the same classes
+    assert [r["pred"] for r in rows] == [clf.classes[k] for k in p_mask_false.argmax(1)]
+    int8 = OnnxClassifier(export_dir)  # the static int8 graph also takes an absent row
+    assert np.isfinite(softmax(int8.logits(mixed))).all()
+
+    with pytest.raises(DataError, match=r"sample 1: field 'image': missing \(this model cannot"):
+        clf.predict([_raw(items[0]), {"audio": (items[1]["audio"].numpy(), 8000)}])
+    with pytest.raises(DataError, match=r"sample 0: field 'image': missing"):
+        clf.logits([{}])
+    manifest = run_dir.parent / "none.jsonl"
+    manifest.write_text('{"image": "a.png"}\n{"text": "not read by this model"}\n')
+    with pytest.raises(DataError, match=r"none.jsonl:2: fields 'image', 'audio': all missing"):
+        read_manifest(manifest, list(clf.modalities))
+
+
+@pytest.mark.slow
+def test_fusion_manifest_may_leave_out_audio_not_image(
+    fusion_export: tuple[Path, Path, dict], tmp_path: Path
+) -> None:
+    """``--manifest`` lines without audio (left out or null) predict as the model does
+    without audio; a line without image is an error naming the line and the field."""
+    import soundfile
+
+    from longmm.deploy.runtime import main
+
+    run_dir, export_dir, _ = fusion_export
+    run, items = _fusion_items(run_dir, 3)
+    dm = run.datamodule
+    lines = []
+    for i, it in enumerate(items):
+        Image.fromarray(it["image"][0].numpy()).save(tmp_path / f"d{i}.png")
+        soundfile.write(tmp_path / f"d{i}.wav", it["audio"].numpy(), 8000, subtype="FLOAT")
+        lines.append({"image": f"d{i}.png", "audio": f"d{i}.wav"})
+    del lines[1]["audio"]
+    lines[2]["audio"] = None
+    manifest = tmp_path / "pairs.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "pred.jsonl"
+    main([str(export_dir), "--manifest", str(manifest), "--model", "fp32", "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    with torch.no_grad():
+        full = prepare(dm, dm.collate_fn()(items))
+        p_av = torch.softmax(run.model(full), dim=-1).numpy()
+        p_image = torch.softmax(run.model({"image": full["image"]}), dim=-1).numpy()
+    expected = np.stack([p_av[0], p_image[1], p_image[2]])
+    got = np.array([[r["probs"][c] for c in dm.classes] for r in rows])
+    assert np.abs(got - expected).max() <= 1e-4
+
+    manifest.write_text(json.dumps(lines[0]) + "\n" + json.dumps({"audio": "d0.wav"}) + "\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "longmm.deploy.runtime",
+            str(export_dir),
+            "--manifest",
+            str(manifest),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert (
+        "pairs.jsonl:2: field 'image': missing (this model cannot read a sample without it)"
+        in result.stderr
+    )

@@ -38,7 +38,10 @@ TEXT_EXTENSIONS = (".txt",)
 class OnnxClassifier:
     """A loaded export: ``predict`` takes samples (dicts by modality: an image path or
     ``uint8 (H, W[, C])`` array, a text string, an audio path or ``(samples, rate)``) and
-    returns one dict per sample: ``pred`` (class name), ``prob`` and ``probs`` by class."""
+    returns one dict per sample: ``pred`` (class name), ``prob`` and ``probs`` by class.
+
+    A sample may leave out a modality that has a ``<m>_mask`` input (audio, text): the model
+    then sees it as absent for that sample (an all-False mask row), as the server does."""
 
     def __init__(self, export_dir: str | Path, model: str | None = None, threads: int = 1) -> None:
         self.root = Path(export_dir)
@@ -63,37 +66,106 @@ class OnnxClassifier:
         self.classes: list[str] = list(self.manifest["classes"])
         self.modalities: dict[str, dict[str, Any]] = self.manifest["modalities"]
         self.inputs = [i.name for i in self.session.get_inputs()]
+        self._graph_inputs = {i.name: i for i in self.session.get_inputs()}
+        #: Modalities a sample may leave out: those with a ``<m>_mask`` input, where an
+        #: all-False mask row marks the modality absent for that sample (as the server does
+        #: by leaving the key out). A modality without a mask input (image) is always needed.
+        self.optional = [m for m in self.modalities if f"{m}_mask" in self._graph_inputs]
         self._tokenizer: Any = None
         self._mel: np.ndarray | None = None
 
     # -- preprocessing ------------------------------------------------------------------------
+    def check(self, sample: dict[str, Any], where: str) -> None:
+        """A clear error unless ``sample`` holds every modality the model cannot do without
+        and at least one modality; a missing field is one left out or None."""
+        given = [m for m in self.modalities if sample.get(m) is not None]
+        needed = [m for m in self.modalities if m not in self.optional and m not in given]
+        others = sorted(k for k in sample if k not in self.modalities and k != "where")
+        hint = f"; this model reads {sorted(self.modalities)}, not {others}" if others else ""
+        if needed:
+            m = needed[0]
+            raise DataError(
+                where, f"field {m!r}: missing (this model cannot read a sample without it{hint})"
+            )
+        if not given:
+            if len(self.modalities) == 1:
+                raise DataError(where, f"field {next(iter(self.modalities))!r}: missing{hint}")
+            fields = ", ".join(repr(m) for m in self.modalities)
+            raise DataError(
+                where, f"fields {fields}: all missing (a sample needs at least one{hint})"
+            )
+
     def prepare(self, samples: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
-        """The model's input arrays for ``samples`` (one batch)."""
+        """The model's input arrays for ``samples`` (one batch). A sample may leave out a
+        modality with a mask input: it gets zero features (pad ids for text) and an all-False
+        mask row, which the model reads as that modality being absent for that sample."""
         if not samples:
             raise DataError("inputs", "no samples to predict")
-        for i, sample in enumerate(samples):
-            missing = [m for m in self.modalities if m not in sample]
-            if missing:
-                where = sample.get("where", f"sample {i}")
-                raise DataError(
-                    str(where),
-                    f"missing field(s) {missing}; this model reads {sorted(self.modalities)}",
-                )
+        wheres = [str(s.get("where", f"sample {i}")) for i, s in enumerate(samples)]
+        for sample, where in zip(samples, wheres, strict=True):
+            self.check(sample, where)
         arrays: dict[str, np.ndarray] = {}
         for modality in self.modalities:
-            values = [s[modality] for s in samples]
-            wheres = [str(s.get("where", f"sample {i}")) for i, s in enumerate(samples)]
+            rows = [i for i, s in enumerate(samples) if s.get(modality) is not None]
+            values = [samples[i][modality] for i in rows]
+            where_rows = [wheres[i] for i in rows]
             if modality == "image":
                 arrays["image"] = np.stack(
-                    [self._image(v, w) for v, w in zip(values, wheres, strict=True)]
+                    [self._image(v, w) for v, w in zip(values, where_rows, strict=True)]
                 )
-            elif modality == "text":
-                arrays["text"], arrays["text_mask"] = self._texts(values, wheres)
+                continue
+            if modality == "text":
+                x, mask = self._texts(values, where_rows) if rows else (None, None)
+                fill = int(self.modalities["text"]["pad_id"])
             elif modality == "audio":
-                arrays["audio"], arrays["audio_mask"] = self._audio(values, wheres)
+                x, mask = self._audio(values, where_rows) if rows else (None, None)
+                fill = 0
             else:
                 raise LongmmError(f"export.json: unknown modality {modality!r}")
+            arrays[modality], arrays[f"{modality}_mask"] = self._with_absent(
+                modality, x, mask, rows, len(samples), fill
+            )
         return {name: arrays[name] for name in self.inputs}
+
+    def _with_absent(
+        self,
+        modality: str,
+        x: np.ndarray | None,
+        mask: np.ndarray | None,
+        rows: list[int],
+        batch: int,
+        fill: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``x`` and ``mask`` of the samples ``rows`` placed in a batch of ``batch``: the other
+        rows filled with ``fill`` and a False mask; sequence length 1 when no sample has it."""
+        if len(rows) == batch:
+            return x, mask  # type: ignore[return-value]
+        mask_name = f"{modality}_mask"
+        if modality not in self._graph_inputs or mask_name not in self._graph_inputs:
+            raise LongmmError(f"{self.root}: the model has no {mask_name} input")
+        length = 1 if mask is None else mask.shape[1]
+        full_x = np.full(
+            self._graph_shape(modality, batch, length),
+            fill,
+            dtype=_numpy_dtype(self._graph_inputs[modality].type),
+        )
+        full_mask = np.zeros(
+            self._graph_shape(mask_name, batch, length),
+            dtype=_numpy_dtype(self._graph_inputs[mask_name].type),
+        )
+        if rows:
+            full_x[rows] = x
+            full_mask[rows] = mask
+        return full_x, full_mask
+
+    def _graph_shape(self, name: str, batch: int, length: int) -> tuple[int, ...]:
+        """The shape the graph expects for input ``name``: axis 0 the batch, any other
+        dynamic axis the sequence ``length``, fixed axes as exported."""
+        shape = self._graph_inputs[name].shape
+        return tuple(
+            batch if i == 0 else (int(d) if isinstance(d, int) else length)
+            for i, d in enumerate(shape)
+        )
 
     def _image(self, value: Any, where: str) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
@@ -196,6 +268,8 @@ class OnnxClassifier:
         return self.session.run(None, self.prepare(samples))[0]
 
     def predict(self, samples: Sequence[dict[str, Any]], batch_size: int = 32) -> list[dict]:
+        for i, sample in enumerate(samples):  # every sample's fields before any work
+            self.check(sample, str(sample.get("where", f"sample {i}")))
         rows: list[dict[str, Any]] = []
         for start in range(0, len(samples), batch_size):
             chunk = samples[start : start + batch_size]
@@ -210,6 +284,22 @@ class OnnxClassifier:
                 row["probs"] = {c: round(float(v), 6) for c, v in zip(self.classes, p, strict=True)}
                 rows.append(row)
         return rows
+
+
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+}
+
+
+def _numpy_dtype(ort_type: str) -> Any:
+    if ort_type not in _ORT_DTYPES:
+        raise LongmmError(f"model input of type {ort_type}: not supported by this runtime")
+    return _ORT_DTYPES[ort_type]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -258,14 +348,17 @@ def build_parser(prog: str = "python -m longmm.deploy.runtime") -> argparse.Argu
     p.add_argument(
         "inputs",
         nargs="*",
-        help="image or audio files, or .txt files (one text per line), for one-modality models",
+        help="image or audio files, or .txt files (one text per line); for a multimodal model "
+        "each file is a sample with only that modality (the others absent, where the model can "
+        "do without them)",
     )
     p.add_argument("--text", action="append", default=[], help="a text to classify (repeatable)")
     p.add_argument(
         "--manifest",
         default=None,
         help='JSONL, one sample per line: {"image": path, "audio": path, "text": str} '
-        "(paths relative to the manifest); needed for multimodal models",
+        "(paths relative to the manifest); a sample may leave out (or set to null) a modality "
+        "the model can do without (one with a mask input: audio, text), not image",
     )
     p.add_argument("--model", choices=["int8", "fp32"], default=None, help="default: int8 if any")
     p.add_argument("--batch-size", type=int, default=32)
@@ -311,6 +404,9 @@ def read_samples(
 
 
 def read_manifest(path: Path, modalities: Sequence[str]) -> list[dict[str, Any]]:
+    """Samples of a JSONL manifest: the fields of ``modalities`` each line gives (a field left
+    out or null is not in the sample; ``OnnxClassifier.check`` says whether the model can do
+    without it). A line with none of them is an error."""
     if not path.is_file():
         raise DataError(str(path), "manifest not found")
     samples = []
@@ -326,12 +422,20 @@ def read_manifest(path: Path, modalities: Sequence[str]) -> list[dict[str, Any]]
             raise DataError(where, "expected a JSON object")
         sample: dict[str, Any] = {"where": where}
         for modality in modalities:
-            if modality not in row:
-                raise DataError(where, f"field {modality!r}: missing")
-            value = row[modality]
+            value = row.get(modality)
+            if value is None:  # left out: the model decides whether it can do without it
+                continue
             if modality in ("image", "audio"):
                 value = str(path.parent / str(value))
             sample[modality] = value
+        if len(sample) == 1:
+            fields = ", ".join(repr(m) for m in modalities)
+            raise DataError(
+                where,
+                f"field {fields}: missing"
+                if len(modalities) == 1
+                else f"fields {fields}: all missing (a sample needs at least one)",
+            )
         samples.append(sample)
     return samples
 
