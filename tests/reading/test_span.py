@@ -174,3 +174,13 @@ def test_best_span_stays_inside_one_sentence() -> None:
     # ... but tokens 0-1 and 2-4 are two sentences: the span must end in the first.
     i, j, margin = best_span(start, end, 1, 5, 5, sentence=[0, 0, 1, 1, 1])
     assert (i, j) == (0, 0) and margin == 5.0
+
+
+def test_a_value_that_opens_its_sentence_is_capitalised_and_still_the_answer() -> None:
+    from longmm.reading.span import _fill
+
+    text, span = _fill("{V} repairs {k}.", "the roof", "the landlord")
+    assert text == "The landlord repairs the roof." and span is not None
+    assert text[span[0] : span[1]] == "The landlord"
+    text, span = _fill("It is {v} who {k}. {V} does.", "pays", "the tenant")
+    assert span is not None and text[span[0] : span[1]] == "the tenant"  # the first one

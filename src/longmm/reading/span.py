@@ -10,7 +10,7 @@ Spans are widened to whole words (a number that WordPiece cut in pieces comes ba
 
 How it is trained (``longmm fit --config recipes/span_head.yaml``): :class:`SpanData`
 generates question/passage pairs from many fact families (pass keys, magic numbers, codes,
-places, dates, favourites, variables), each said and asked in several phrasings, inside
+places, dates, favourites, who does what, how many, variables), each said and asked in several phrasings, inside
 haystack sentences (the passkey filler, random words, plain prose, prose with numbers that
 answer nothing, figure placeholders) with distractor facts of
 the same family under other keys, and a share of passages that hold no answer. MiniLM's
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,6 +270,83 @@ def _date(rng: np.random.Generator) -> str:
     return f"{int(rng.integers(1, 29))} {month} {_year(rng)}"
 
 
+_DUTIES = (
+    "repairs",
+    "cleans",
+    "paints",
+    "inspects",
+    "pays for",
+    "looks after",
+    "manages",
+    "insures",
+    "checks",
+    "replaces",
+)
+_THINGS = (
+    "heating",
+    "roof",
+    "boiler",
+    "garden",
+    "windows",
+    "lift",
+    "fence",
+    "stairs",
+    "water pipes",
+    "car park",
+    "servers",
+    "website",
+    "accounts",
+    "budget",
+    "training data",
+)
+_AGENTS = (
+    "the landlord",
+    "the tenant",
+    "the owner",
+    "the council",
+    "the caretaker",
+    "the agency",
+    "the buyer",
+    "the seller",
+    "the company",
+    "the school",
+    "the committee",
+    "the contractor",
+)
+_COUNTED = (
+    "epochs",
+    "annotators",
+    "participants",
+    "images",
+    "sentences",
+    "speakers",
+    "layers",
+    "classes",
+    "documents",
+    "questions",
+    "users",
+    "hospitals",
+    "languages",
+    "tweets",
+)
+_NUMBER_WORDS = ("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "twelve")
+
+
+def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
+    return options[int(rng.integers(0, len(options)))]
+
+
+def _agent(rng: np.random.Generator) -> str:
+    return _pick(rng, _AGENTS) if rng.random() < 0.6 else f"{_name(rng)} {_name(rng)}"
+
+
+def _count(rng: np.random.Generator) -> str:
+    if rng.random() < 0.3:
+        return _pick(rng, _NUMBER_WORDS)
+    n = int(rng.integers(2, 100_000))
+    return f"{n:,}" if rng.random() < 0.5 else str(n)
+
+
 # Each family: (key maker, value maker, statements, questions). "{k}" is the key (an entity
 # that the question names), "{v}" the answer. Statements and questions are mixed freely.
 Maker = Any
@@ -355,6 +433,32 @@ FAMILIES: dict[str, tuple[Maker, Maker, tuple[str, ...], tuple[str, ...]]] = {
         _word,
         ("{K} is {v}.", "Everyone knows that {k} is {v}.", "{K} has always been {v}."),
         ("What is {k}?", "Which one is {k}?", "Tell me {k}."),
+    ),
+    "agent": (  # the answer is the subject, before the verb the question repeats
+        lambda rng: (
+            f"{_pick(rng, _DUTIES)} the {_pick(rng, _THINGS) if rng.random() < 0.7 else _word(rng)}"
+        ),
+        _agent,
+        (
+            "{V} {k}.",
+            "{V} {k} and everything that belongs to it.",
+            "Under the agreement, {v} {k}.",
+            "It is {v} who {k}.",
+            "{V} alone {k}, as agreed last year.",
+        ),
+        ("Who {k}?", "Which party {k}?", "Who is it that {k}?"),
+    ),
+    "count": (  # a number among other numbers, asked with "how many"
+        lambda rng: _pick(rng, _COUNTED) if rng.random() < 0.7 else f"{_word(rng)}s",
+        _count,
+        (
+            "There were {v} {k} in total.",
+            "We used {v} {k}, with a rate of 0.01.",
+            "The study had {v} {k} from 3 sites.",
+            "In 2021 the project counted {v} {k}.",
+            "{V} {k} were collected for the first version.",
+        ),
+        ("How many {k} are there?", "How many {k} were used?", "What is the number of {k}?"),
     ),
     "variable": (
         lambda rng: "".join(rng.choice(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), size=5)),
@@ -454,11 +558,12 @@ def _haystack_sentence(
 
 
 def _fill(template: str, key: str, value: str) -> tuple[str, tuple[int, int] | None]:
-    """The template with key and value put in; the span of the value's first occurrence."""
+    """The template with key and value put in (``{K}``/``{V}``: capitalised, to open a
+    sentence); the span of the value's first occurrence."""
     text = template.replace("{K}", key[:1].upper() + key[1:]).replace("{k}", key)
-    at = text.find("{v}")
-    text = text.replace("{v}", value)
-    return text, (at, at + len(value)) if at >= 0 else None
+    first = re.search(r"\{[vV]\}", text)
+    text = text.replace("{V}", value[:1].upper() + value[1:]).replace("{v}", value)
+    return text, (first.start(), first.start() + len(value)) if first else None
 
 
 def make_span_example(
