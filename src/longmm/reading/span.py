@@ -10,10 +10,10 @@ Spans are widened to whole words (a number that WordPiece cut in pieces comes ba
 
 How it is trained (``longmm fit --config recipes/span_head.yaml``): :class:`SpanData`
 generates question/passage pairs from many fact families (pass keys, magic numbers, codes,
-places, dates, favourites, who does what, how many, variables), each said and asked in several phrasings, inside
-haystack sentences (the passkey filler, random words, plain prose, prose with numbers that
-answer nothing, figure placeholders) with distractor facts of
-the same family under other keys, and a share of passages that hold no answer. MiniLM's
+places, dates, favourites, who does what, how many, variables), each said and asked in
+several phrasings, inside haystack sentences (the passkey filler, random words, plain prose,
+prose with numbers that answer nothing, figure placeholders) with distractor facts of the
+same family under other keys, and a share of passages that hold no answer. MiniLM's
 features are computed once (the encoder is frozen), so the epochs train only the head.
 The trained head ships in ``longmm/reading/weights/span_head.safetensors``;
 :class:`SpanExtractor` (an ``AnswerExtractor`` for the retrieval reader) loads it.
