@@ -202,6 +202,21 @@ def test_unknown_command_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 2
 
 
+def test_a_misspelt_option_gets_a_short_usage_and_names_the_option(
+    tiny_recipe: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(tiny_recipe), "--data.batch_sise", "3"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "'batch_sise' is not accepted" in err
+    before_error = err[: err.index("error:")].strip().splitlines()
+    assert before_error[0].startswith("usage:") and len(before_error) <= 2, before_error
+    with pytest.raises(SystemExit):  # --help still lists every option
+        main(["fit", "--help"])
+    assert "--trainer.max_epochs" in capsys.readouterr().out
+
+
 def test_data_list_and_inspect(capsys: pytest.CaptureFixture[str]) -> None:
     main(["data", "list"])
     out = capsys.readouterr().out

@@ -37,6 +37,13 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 class LongmmCLI(LightningCLI):
     """LightningCLI that owns the run folder: config, checkpoints, metrics, report, plots."""
 
+    def init_parser(self, **kwargs: Any) -> Any:
+        parser = super().init_parser(**kwargs)
+        # A wrong option is reported under a one-line usage, not the ~45 lines of every
+        # Trainer option (the error ends with the tip to run --help, which lists them all).
+        parser.format_usage = lambda: f"usage: {parser.prog} [options]\n"
+        return parser
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument(
             "--out", type=str | None, default=None, help="Run folder (default: runs/<recipe>)."
