@@ -88,12 +88,7 @@ class OnnxClassifier:
                 where, f"field {m!r}: missing (this model cannot read a sample without it{hint})"
             )
         if not given:
-            if len(self.modalities) == 1:
-                raise DataError(where, f"field {next(iter(self.modalities))!r}: missing{hint}")
-            fields = ", ".join(repr(m) for m in self.modalities)
-            raise DataError(
-                where, f"fields {fields}: all missing (a sample needs at least one{hint})"
-            )
+            raise _none_given(where, list(self.modalities), hint)
 
     def prepare(self, samples: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
         """The model's input arrays for ``samples`` (one batch). A sample may leave out a
@@ -429,15 +424,17 @@ def read_manifest(path: Path, modalities: Sequence[str]) -> list[dict[str, Any]]
                 value = str(path.parent / str(value))
             sample[modality] = value
         if len(sample) == 1:
-            fields = ", ".join(repr(m) for m in modalities)
-            raise DataError(
-                where,
-                f"field {fields}: missing"
-                if len(modalities) == 1
-                else f"fields {fields}: all missing (a sample needs at least one)",
-            )
+            raise _none_given(where, list(modalities))
         samples.append(sample)
     return samples
+
+
+def _none_given(where: str, modalities: Sequence[str], hint: str = "") -> DataError:
+    """The error for a sample that gives none of the model's ``modalities``."""
+    if len(modalities) == 1:
+        return DataError(where, f"field {modalities[0]!r}: missing{hint}")
+    fields = ", ".join(repr(m) for m in modalities)
+    return DataError(where, f"fields {fields}: all missing (a sample needs at least one{hint})")
 
 
 def main(args: list[str] | None = None, prog: str = "python -m longmm.deploy.runtime") -> None:
