@@ -47,7 +47,8 @@ import torch
 from longmm.bench.qasper import _squash, load_qasper
 from longmm.encoders.pretrained import load_pretrained
 from longmm.reading.ingest import text_document
-from longmm.reading.reader import DocumentIndex, RetrievalReader, build_reader
+from longmm.reading.pipeline import build_reader
+from longmm.reading.reader import DocumentIndex, RetrievalReader
 from longmm.reading.retrieve import reciprocal_rank_fusion, top_k
 from longmm.reading.span import _content_vocab
 

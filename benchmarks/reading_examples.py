@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from longmm.reading import load_document
-from longmm.reading.reader import build_reader
+from longmm.reading.pipeline import build_reader
 
 NOTES = """# Project notes
 

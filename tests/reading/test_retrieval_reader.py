@@ -213,7 +213,9 @@ def test_cli_read_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "Q: What is the late payment fee?" in out and "40 euros" in out
     assert f"[1] {path}, chars " in out and "section Lease agreement > Rent" in out
     cli_main(["read", str(path), "--ask", "Who is the tenant?", "--strategy", "bm25", "--json"])
-    data = json.loads(capsys.readouterr().out)
+    report = json.loads(capsys.readouterr().out)
+    assert report["documents"] == [{"source": str(path), "chars": len(CONTRACT.strip())}]
+    data = report["answers"][0]
     assert "Ada Lovelace" in data["evidence"][0]["text"]
     assert data["evidence"][0]["source"] == str(path)
     text = CONTRACT
@@ -258,11 +260,12 @@ QASPER = Path(__file__).resolve().parents[3] / "shared" / "data" / "leval_qasper
 @pytest.mark.slow
 @pytest.mark.skipif(not QASPER.is_dir(), reason=f"{QASPER} not present")
 def test_qasper_evidence_hit_rate() -> None:
-    from longmm.bench.qasper import run_qasper
+    from longmm.bench.longqa import load_papers, run_papers
+    from longmm.reading.pipeline import build_reader
 
-    summary = run_qasper(QASPER, strategy="hybrid")["summary"]
-    assert summary["verbatim_questions"] == 80 and summary["questions"] == 184
-    assert summary["evidence_hit_rate"] >= 0.65  # measured 0.70; the issue asks 0.85
+    summary = run_papers(load_papers("qasper", QASPER), build_reader())["summary"]
+    assert summary["counted_questions"] == 58 and summary["questions"] == 184
+    assert summary["evidence_hit_rate"] >= 0.75  # see docs/results.md
 
 
 def test_sentence_focus_reads_only_the_best_sentences() -> None:

@@ -52,15 +52,16 @@ def main(args: list[str]) -> None:
     from longmm.bench.serve import add_parser as add_serve
 
     add_serve(sub)
-    from longmm.bench.qasper import add_parser as add_qasper
+    from longmm.bench.longqa import add_parser as add_longqa
 
-    add_qasper(sub)
+    add_longqa(sub, "qasper")
+    add_longqa(sub, "covidqa")
     opts = parser.parse_args(args)
     opts.argv = list(args[1:])
-    if opts.bench == "qasper":
-        from longmm.bench.qasper import run_qasper_bench
+    if opts.bench in ("qasper", "covidqa"):
+        from longmm.bench.longqa import run_bench
 
-        run_qasper_bench(opts)
+        run_bench(opts)
     if opts.bench == "fusion":
         from longmm.bench.fusion import run_fusion_bench
 

@@ -65,7 +65,7 @@ def _retrieval(strategy: str) -> Callable[[], NeedleSolver]:
     def build() -> NeedleSolver:
         from longmm.reading.ingest import text_document
         from longmm.reading.multimodal import write_needle_document
-        from longmm.reading.reader import build_reader
+        from longmm.reading.pipeline import build_reader
 
         # The reader `longmm read` uses: span head on the best sentences, sentence fallback.
         reader = build_reader(answer="span", strategy=strategy)  # type: ignore[arg-type]

@@ -49,13 +49,61 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--answer",
         default="span",
-        choices=("span", "sentence"),
+        choices=("span", "sentence", "head"),
         help=(
-            "how the answer is taken from the evidence: the trained span head, which also "
-            "reads figures and audio clips of multimodal documents, falling back to the best "
-            "sentence when no span is confident (default); or the best evidence sentence "
-            "alone (no model, starts fastest)"
+            "how the answer is taken from the evidence: 'span' (default), the extractive "
+            "answer model trained on real questions (SQuAD 2.0, PolicyQA), its best span when "
+            "that beats its calibrated 'no answer' score, else the best evidence sentence; "
+            "figures and audio clips of multimodal documents are read by their encoders; "
+            "'sentence', the best evidence sentence alone; 'head', the older span head "
+            "trained on generated fact questions"
         ),
+    )
+    parser.add_argument(
+        "--no-rerank",
+        action="store_true",
+        help=(
+            "skip the cross-encoder re-ranker (faster; with --strategy bm25 --answer sentence "
+            "nothing imports torch)"
+        ),
+    )
+    parser.add_argument(
+        "--reranker",
+        default=None,
+        metavar="DIR",
+        help=(
+            "re-ranker to use instead of the packaged one: a local Hugging Face "
+            "cross-encoder folder (...ForSequenceClassification), or a run folder / adapter "
+            "file of recipes/reranker.yaml"
+        ),
+    )
+    parser.add_argument(
+        "--answer-model",
+        default=None,
+        metavar="DIR",
+        help=(
+            "answer model to use instead of the packaged one: a local Hugging Face extractive "
+            "QA folder (...ForQuestionAnswering), or a run folder / adapter file of "
+            "recipes/answer_qa.yaml"
+        ),
+    )
+    parser.add_argument(
+        "--generator",
+        default=None,
+        metavar="DIR",
+        help=(
+            "write the answer with a generator: a local Hugging Face causal language model "
+            "folder (a small instruct model, ...ForCausalLM: config.json, weights, tokenizer "
+            "files) that answers from the top evidence passages, citing them as [1], [2], ...; "
+            "in text mode the answer streams as it is written"
+        ),
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=200,
+        metavar="N",
+        help="most tokens the --generator writes per answer (default 200)",
     )
     parser.add_argument(
         "--max-chars",
@@ -70,12 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: list[str]) -> None:
     from longmm.reading.ingest import DEFAULT_MAX_CHARS, load_documents
-    from longmm.reading.reader import build_reader
+    from longmm.reading.pipeline import build_reader
 
     parser = build_parser()
     opts = parser.parse_args(args)
     if opts.top_k < 1:
         parser.error(f"--top-k must be at least 1, got {opts.top_k}")
+    if opts.max_new_tokens < 1:
+        parser.error(f"--max-new-tokens must be at least 1, got {opts.max_new_tokens}")
     questions = [q.strip() for q in opts.ask]
     if not all(questions):
         parser.error("--ask needs a non-empty question")
@@ -86,6 +136,11 @@ def main(args: list[str]) -> None:
             top_k=opts.top_k,
             passage_tokens=opts.passage_tokens,
             backend=opts.backend,
+            rerank=not opts.no_rerank,
+            reranker=opts.reranker,
+            answer_model=opts.answer_model,
+            generator=opts.generator,
+            max_new_tokens=opts.max_new_tokens,
         )
     except ValueError as exc:
         raise LongmmError(str(exc)) from exc
@@ -95,30 +150,69 @@ def main(args: list[str]) -> None:
     with _ProgressBar(show) as progress:
         index = reader.index(docs, progress)
         answers = []
+        streams = []  # with a generator in text mode: its answers' pieces, written later
         for question in questions:
-            answer = reader.answer(question, index, progress)
+            if opts.generator is not None and not opts.json:
+                answer, pieces = reader.answer_stream(question, index, progress)
+                streams.append(pieces)
+            else:
+                answer = reader.answer(question, index, progress)
             answer.seconds += index.seconds / len(questions)  # each pays its share of indexing
             answers.append(answer)
-    if opts.json:
-        rows = [a.to_json() for a in answers]
-        out: Any = rows[0] if len(rows) == 1 else rows
-        print(json.dumps(out, indent=2, ensure_ascii=False))
-        return
     n_chunks = getattr(index, "index", index).n_chunks  # a MultimodalIndex wraps the text index
+    if opts.json:
+        print(
+            json.dumps(
+                json_report(docs, n_chunks, index.seconds, answers), indent=2, ensure_ascii=False
+            )
+        )
+        return
     print(
         f"read {len(docs)} document(s), {total:,} characters, {n_chunks:,} chunks "
         f"in {index.seconds:.2f} s"
     )
-    for answer in answers:
-        print(format_answer(answer))
+    for n, answer in enumerate(answers):
+        if streams:
+            print_streamed(answer, streams[n])
+        else:
+            print(format_answer(answer))
 
 
-def format_answer(answer: Any) -> str:
+def json_report(docs: list[Any], chunks: int, seconds: float, answers: list[Any]) -> dict[str, Any]:
+    """What ``--json`` prints, one shape for any number of questions: the documents read,
+    the index size and time, and one answer object per question in the order asked."""
+    return {
+        "documents": [{"source": d.source, "chars": len(d.text)} for d in docs],
+        "chunks": chunks,
+        "index_seconds": round(seconds, 4),
+        "answers": [a.to_json() for a in answers],
+    }
+
+
+def print_streamed(answer: Any, pieces: Any) -> None:
+    """Print the question, the generated answer piece by piece as it comes, then the
+    evidence (``answer`` is complete once ``pieces`` runs out)."""
+    print(f"\nQ: {answer.question}\nA: ", end="", flush=True)
+    started = False
+    for piece in pieces:
+        if not started:
+            piece = piece.lstrip()
+            started = bool(piece)
+        print(piece, end="", flush=True)
+    print("" if started else "(no answer found)")
+    print(format_answer(answer, streamed=True))
+
+
+def format_answer(answer: Any, streamed: bool = False) -> str:
+    """The answer and its evidence as text; ``streamed``: without the question and answer
+    lines, already printed as the answer was generated."""
     lines = [
         "",
         f"Q: {answer.question}",
         f"A: {answer.answer or '(no answer found)'}",
     ]
+    if streamed:
+        lines = []
     sentence = " ".join(answer.sentence().split())
     if sentence and sentence != " ".join(answer.answer.split()):
         lines.extend(

@@ -25,7 +25,7 @@ MAX_ECHO_CHARS = 500_000
 
 @cache
 def reader(strategy: str, top_k: int) -> Any:
-    from longmm.reading.reader import build_reader
+    from longmm.reading.pipeline import build_reader
 
     return build_reader(strategy=strategy, top_k=top_k)  # type: ignore[arg-type]
 
@@ -68,7 +68,9 @@ def _document(fields: dict[str, Any]) -> Any:
 
 
 def answer(fields: dict[str, Any], limits: Limits, strategy: str = "hybrid") -> dict[str, Any]:
-    """The reader's answer as JSON, plus ``document_text`` (the text offsets point into)."""
+    """The reader's answer as JSON, plus ``document_text`` (the text offsets point into) when
+    the request asks for it with ``include_text`` (and the text is at most
+    ``MAX_ECHO_CHARS``)."""
     question = fields.get("question")
     if not isinstance(question, str) or not question.strip():
         raise InputError("question", "must be a non-empty string")
@@ -95,6 +97,18 @@ def answer(fields: dict[str, Any], limits: Limits, strategy: str = "hybrid") -> 
         raise InputError(field, err.reason) from err
     out = result.to_json()
     out["document"] = {"source": doc.source, "chars": len(doc.text), "tokens": tokens}
-    if len(doc.text) <= MAX_ECHO_CHARS:
+    if _flag(fields.get("include_text"), "include_text") and len(doc.text) <= MAX_ECHO_CHARS:
         out["document_text"] = doc.text
     return out
+
+
+def _flag(value: Any, field: str) -> bool:
+    """A boolean form or JSON field (absent: false)."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise InputError(field, f"must be true or false, got {value!r}")

@@ -70,7 +70,7 @@ WEB_DIR = Path(__file__).parent / "web"
 ALLOWED_HOSTS = ("127.0.0.1", "0.0.0.0", "::")
 API_KEY_ENV = "LONGMM_API_KEY"
 PREDICT_FIELDS = ("model", "text", "image", "audio")
-READ_FIELDS = ("question", "text", "document", "filename", "top_k")
+READ_FIELDS = ("question", "text", "document", "filename", "top_k", "include_text")
 ENDPOINTS = ("/", "/health", "/models", "/predict", "/read", "/metrics", "/docs", "/openapi.json")
 # Inputs up to this many bytes (characters of text) are prepared in the event loop: for them a
 # thread-pool hop (~35 us of CPU, and a wake-up) costs more than decoding and tokenizing.
@@ -220,7 +220,9 @@ async def read_fields(request: Any, limit: int, allowed: tuple[str, ...]) -> dic
         if upload_name and "filename" in allowed:
             fields.setdefault("filename", upload_name)
         for key, value in fields.items():
-            if key in ("text", "question", "model", "top_k") and isinstance(value, bytes):
+            if key in ("text", "question", "model", "top_k", "include_text") and isinstance(
+                value, bytes
+            ):
                 try:
                     fields[key] = value.decode("utf-8")
                 except UnicodeDecodeError as err:
@@ -438,6 +440,10 @@ READ_SCHEMA = {
     "text": {"type": "string", "description": "the document as text"},
     "document": {"type": "string", "description": "a document file (txt, md, html, pdf)"},
     "top_k": {"type": "integer", "description": "evidence passages to return"},
+    "include_text": {
+        "type": "boolean",
+        "description": "also return the document's text (document_text) for highlighting",
+    },
 }
 
 

@@ -81,6 +81,7 @@ class Answer:
     question: str = ""
     strategy: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    citations: list[int] | None = None  # passage numbers a generated answer cites
 
     def sentence(self) -> str:
         """The evidence sentence(s) the answer span lies in (``""`` without a span), so that
@@ -110,6 +111,8 @@ class Answer:
                 "page": ev.page if self.span.page is None else self.span.page,
                 "sentence": self.sentence(),
             }
+        if self.citations is not None:
+            out["citations"] = list(self.citations)
         if self.timings:
             out["timings"] = {k: round(v, 4) for k, v in self.timings.items()}
         return out

@@ -29,9 +29,8 @@ from longmm.reading.answer import (
     AnswerExtractor,
     BestSentence,
     Evidence,
-    FirstAnswer,
-    SentenceFocus,
 )
+from longmm.reading.boilerplate import is_boilerplate, strip_citations
 from longmm.reading.document import Chunk, Document
 from longmm.reading.enhance import Chunker, Segmented, Unit
 from longmm.reading.ingest import load_document
@@ -71,6 +70,7 @@ class DocumentIndex:
     chunk_units: np.ndarray  # (C, 2)
     chunk_vectors: EmbeddingCache
     unit_vectors: EmbeddingCache
+    boilerplate: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # (C,)
     seconds: float = 0.0
     stats: dict[str, float] = field(default_factory=dict)
 
@@ -92,6 +92,9 @@ class RetrievalReader:
     precisely; the evidence grows around them). ``extractor`` finds the
     answer in the evidence (default :class:`BestSentence`, dense-aided unless ``bm25``).
     ``backend`` runs the dense encoder (``auto``: int8 ONNX when onnxruntime is there).
+    ``reranker`` (a :class:`~longmm.reading.cross.CrossEncoder`, or anything with
+    ``score(question, texts)``) re-orders the best ``rerank_candidates`` chunks of the first
+    ranking by its relevance scores; the rest follow in their first order.
     """
 
     def __init__(
@@ -106,6 +109,8 @@ class RetrievalReader:
         rerank_depth: int = 200,
         dense_all_max: int = 2000,
         rrf_k: int = 60,
+        reranker: Any | None = None,
+        rerank_candidates: int = 40,
     ) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -123,6 +128,8 @@ class RetrievalReader:
         self.rerank_depth = rerank_depth
         self.dense_all_max = dense_all_max
         self.rrf_k = rrf_k
+        self.reranker = reranker
+        self.rerank_candidates = rerank_candidates
         self._encoder = encoder
         self._backend = backend
         if extractor is None:
@@ -228,6 +235,24 @@ class RetrievalReader:
         )
 
     def rank(
+        self, question: str, index: DocumentIndex, progress: Progress | None = None
+    ) -> list[tuple[int, float]]:
+        """Chunks ``(id, score)`` best first: the first ranking (:meth:`first_rank`), its best
+        ``rerank_candidates`` re-ordered by the re-ranker when there is one."""
+        ranked = self.first_rank(question, index, progress)
+        if len(index.boilerplate) and index.boilerplate.any():
+            # Reference lists and page furniture go after every content chunk.
+            ranked = [r for r in ranked if not index.boilerplate[r[0]]] + [
+                r for r in ranked if index.boilerplate[r[0]]
+            ]
+        if self.reranker is None or not ranked:
+            return ranked
+        head = ranked[: self.rerank_candidates]
+        scores = self.reranker.score(question, [index.chunk_texts[c] for c, _ in head])
+        order = sorted(range(len(head)), key=lambda i: (-float(scores[i]), i))
+        return [(head[i][0], float(scores[i])) for i in order] + ranked[len(head) :]
+
+    def first_rank(
         self, question: str, index: DocumentIndex, progress: Progress | None = None
     ) -> list[tuple[int, float]]:
         """Chunks ``(id, score)`` best first: BM25 scores, dense cosines, or the reciprocal
@@ -355,8 +380,10 @@ class RetrievalReader:
 
 
 def _index_text(chunk: Chunk) -> str:
-    """What retrieval reads for a chunk: its section path, then its text."""
-    return f"{chunk.heading}\n{chunk.text}" if chunk.section else chunk.text
+    """What retrieval reads for a chunk: its section path, then its text, without inline
+    citation markers."""
+    text = strip_citations(chunk.text)
+    return f"{chunk.heading}\n{text}" if chunk.section else text
 
 
 def _build_index(
@@ -391,6 +418,7 @@ def _build_index(
         chunks=chunks,
         chunk_texts=texts,
         bm25=bm25,
+        boilerplate=np.array([is_boilerplate(c.text, c.section) for c in chunks], dtype=bool),
         units=units,
         unit_doc=np.array(unit_doc, dtype=np.int64),
         unit_base=np.array(base, dtype=np.int64),
@@ -420,34 +448,3 @@ def _stage(progress: Progress | None, stage: str) -> Callable[[int, int], None] 
     if progress is None:
         return None
     return lambda done, total: progress(stage, done, total)
-
-
-SPAN_MIN_MARGIN = 0.0  # a span answer must beat the span head's "no answer" score
-
-
-def build_reader(answer: str = "span", strategy: Strategy = "hybrid", **options: Any) -> Any:
-    """The reader ``longmm read`` and ``POST /read`` use.
-
-    ``answer="span"``: the multimodal reader (figures and clips read by their encoders) whose
-    text answers come from the trained span head when it finds a span that beats "no answer",
-    else from the best evidence sentence. ``answer="sentence"``: the retrieval reader with the
-    best evidence sentence alone (no model; starts fastest, imports no torch with ``bm25``).
-    Other options go to :class:`RetrievalReader`."""
-    if answer == "sentence":
-        return RetrievalReader(strategy=strategy, **options)
-    if answer != "span":
-        raise ValueError(f"answer must be 'span' or 'sentence', got {answer!r}")
-    from longmm.reading.multimodal import MultimodalReader
-    from longmm.reading.span import SpanExtractor
-
-    sentence = BestSentence()
-    reader = MultimodalReader(
-        strategy=strategy,
-        extractor=FirstAnswer(
-            SentenceFocus(sentence, SpanExtractor(min_score=SPAN_MIN_MARGIN)), sentence
-        ),
-        **options,
-    )
-    if strategy != "bm25":
-        sentence.similarity = lambda q, texts: reader.reader.encoder.similarity(q, texts)
-    return reader

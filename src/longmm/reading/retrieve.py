@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,8 +39,56 @@ def _stemmer():
         return None
 
 
+# A word, an identifier, a number, a version or a file name: ``Z_DEFAULT_COMPRESSION``,
+# ``deflateInit2``, ``16384``, ``1.2.13``, ``zpipe.c``, ``UTF-8``.
+_TOKEN = re.compile(r"\w+(?:[.\-]\w+)*")
+_PIECES = re.compile(r"[._\-]+")
+# The parts of an identifier: camelCase humps, runs of capitals, digits.
+_PARTS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+|[^\W\d_]+")
+
+
+QUESTION_WORDS = frozenset({"what", "which", "who", "whom", "whose", "when", "where", "why", "how"})
+
+
+class LexicalTokenizer:
+    """BM25's tokens: English words lower-cased, stop words dropped, Snowball-stemmed; an
+    identifier, number or version also as it is typed (lower-cased, whole) besides its
+    parts split at underscores, dots, hyphens, case changes and digits, so that
+    ``Z_DEFAULT_COMPRESSION``, ``CHUNK`` and ``16384`` are found as the user types them and
+    ``deflateInit`` also by ``deflate``."""
+
+    def __init__(self) -> None:
+        from bm25s.stopwords import STOPWORDS_EN
+
+        # question words too: every question has one, no passage is about them
+        self.stopwords = frozenset(STOPWORDS_EN) | QUESTION_WORDS
+        self.stemmer = _stemmer()
+        self._stems: dict[str, str] = {}
+
+    def _stem(self, word: str) -> str:
+        stem = self._stems.get(word)
+        if stem is None:
+            stem = self.stemmer.stemWord(word) if self.stemmer is not None else word
+            self._stems[word] = stem
+        return stem
+
+    def __call__(self, text: str) -> list[str]:
+        out: list[str] = []
+        for m in _TOKEN.finditer(text):
+            raw = m.group()
+            parts = [p for piece in _PIECES.split(raw) for p in _PARTS.findall(piece)]
+            if len(parts) > 1:
+                out.append(raw.lower())
+            for part in parts:
+                low = part.lower()
+                if low in self.stopwords or (len(low) < 2 and not low.isdigit()):
+                    continue
+                out.append(low if low[0].isdigit() else self._stem(low))
+        return out
+
+
 class BM25Retriever:
-    """Okapi BM25 over chunk texts (bm25s: English stop words removed, Snowball stems).
+    """Okapi BM25 (bm25s) over chunk texts, tokenized by :class:`LexicalTokenizer`.
 
     ``texts`` may differ from the chunk texts: the reader indexes each chunk with its section
     path in front, so that a question about "the dataset" also finds the chunks of the
@@ -49,20 +98,14 @@ class BM25Retriever:
     def __init__(self, texts: Sequence[str], k1: float = 1.2, b: float = 0.75) -> None:
         import bm25s
 
-        self._bm25s = bm25s
-        self.stemmer = _stemmer()
+        self.tokenize = LexicalTokenizer()
         self.n = len(texts)
-        tokens = bm25s.tokenize(
-            list(texts), stopwords="en", stemmer=self.stemmer, show_progress=False
-        )
         self.model = bm25s.BM25(k1=k1, b=b)
-        self.model.index(tokens, show_progress=False)
+        self.model.index([self.tokenize(t) for t in texts], show_progress=False)
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk for ``query``: ``(n,)``."""
-        q = self._bm25s.tokenize(
-            [query], stopwords="en", stemmer=self.stemmer, show_progress=False, return_ids=False
-        )[0]
+        q = self.tokenize(query)
         if not q:
             return np.zeros(self.n, dtype=np.float32)
         return np.asarray(self.model.get_scores(q), dtype=np.float32)
@@ -82,6 +125,20 @@ def top_k(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
 
 
 # -- dense -------------------------------------------------------------------------------------
+
+
+def resolve_backend(backend: str) -> Backend:
+    """The backend ``auto`` stands for here: ``onnx-int8`` when onnxruntime is installed."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        try:
+            import onnxruntime  # noqa: F401
+
+            return "onnx-int8"
+        except ImportError:
+            return "torch"
+    return backend  # type: ignore[return-value]
 
 
 def cache_dir() -> Path:
@@ -106,16 +163,7 @@ class DenseEncoder:
         max_length: int = 256,
         threads: int | None = None,
     ) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if backend == "auto":
-            try:
-                import onnxruntime  # noqa: F401
-
-                backend = "onnx-int8"
-            except ImportError:
-                backend = "torch"
-        self.backend = backend
+        self.backend = resolve_backend(backend)
         self.folder = model_folder(path)
         self.batch_size = batch_size
         self.max_length = max_length
@@ -250,10 +298,20 @@ class _MeanPooled:
         return MeanPooled(model)
 
 
-def export_onnx(model, path: Path, quantize: bool) -> Path:
-    """Export ``model(input_ids, attention_mask) -> (B, D)`` to ONNX at ``path`` (dynamic
-    batch and length); ``quantize`` stores int8 weights (onnxruntime dynamic quantisation).
-    Written to a temporary name and renamed, so a half-written model is never loaded."""
+def export_onnx(
+    model,
+    path: Path,
+    quantize: bool,
+    inputs: Sequence[str] = ("input_ids", "attention_mask"),
+    outputs: Sequence[str] = ("embedding",),
+    per_token: bool = False,
+    tolerance: float = 1e-3,
+) -> Path:
+    """Export ``model(*inputs) -> outputs`` to ONNX at ``path`` (dynamic batch and length;
+    ``per_token`` outputs keep the length axis) and check the fp32 export against torch on a
+    probe batch (largest difference at most ``tolerance``, else an error); ``quantize`` then
+    stores int8 weights (onnxruntime dynamic quantisation). Written to a temporary name and
+    renamed, so a half-written model is never loaded."""
     import warnings
 
     import torch
@@ -261,9 +319,15 @@ def export_onnx(model, path: Path, quantize: bool) -> Path:
     from longmm.io import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    ids = torch.ones((2, 16), dtype=torch.long)
-    mask = torch.ones((2, 16), dtype=torch.long)
-    mask[1, 10:] = 0
+    probe = {name: torch.ones((2, 16), dtype=torch.long) for name in inputs}
+    probe["input_ids"] = torch.arange(1000, 1032).view(2, 16)
+    probe["attention_mask"][1, 10:] = 0
+    if "token_type_ids" in probe:
+        probe["token_type_ids"][:, :6] = 0
+    axes = {name: {0: "batch", 1: "length"} for name in inputs}
+    axes.update(
+        {name: {0: "batch", 1: "length"} if per_token else {0: "batch"} for name in outputs}
+    )
     with atomic_path(path) as tmp:
         fp32 = tmp.with_suffix(".fp32.onnx")
         try:
@@ -271,46 +335,66 @@ def export_onnx(model, path: Path, quantize: bool) -> Path:
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     model,
-                    (ids, mask),
+                    tuple(probe[name] for name in inputs),
                     str(fp32),
-                    input_names=["input_ids", "attention_mask"],
-                    output_names=["embedding"],
-                    dynamic_axes={
-                        "input_ids": {0: "batch", 1: "length"},
-                        "attention_mask": {0: "batch", 1: "length"},
-                        "embedding": {0: "batch"},
-                    },
+                    input_names=list(inputs),
+                    output_names=list(outputs),
+                    dynamic_axes=axes,
                     opset_version=17,
                     dynamo=False,
                 )
+            _check_parity(model, fp32, probe, inputs, tolerance)
             if quantize:
-                import logging
-
-                from onnxruntime.quantization import QuantType, quantize_dynamic
-
-                # quantize_dynamic logs advice at WARNING through the root logger (and adds a
-                # handler to it): keep the user's logging as it was.
-                root = logging.getLogger()
-                level, handlers = root.level, list(root.handlers)
-                root.setLevel(logging.ERROR)
-                try:
-                    quantize_dynamic(
-                        str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True
-                    )
-                finally:
-                    root.setLevel(level)
-                    for handler in root.handlers[:]:
-                        if handler not in handlers:
-                            root.removeHandler(handler)
+                _quantize(fp32, tmp)
             else:
                 os.replace(fp32, tmp)
+        except LongmmError:
+            raise
         except Exception as exc:
-            raise LongmmError(
-                f"could not export the dense encoder to ONNX at {path}: {exc}"
-            ) from exc
+            raise LongmmError(f"could not export the model to ONNX at {path}: {exc}") from exc
         finally:
             fp32.unlink(missing_ok=True)
     return path
+
+
+def _check_parity(model, onnx_file: Path, probe, inputs: Sequence[str], tolerance: float) -> None:
+    import onnxruntime as ort
+    import torch
+
+    with torch.inference_mode():
+        expected = model(*(probe[name] for name in inputs))
+    if isinstance(expected, torch.Tensor):
+        expected = (expected,)
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    got = session.run(None, {name: probe[name].numpy() for name in inputs})
+    worst = max(
+        float(np.max(np.abs(np.asarray(g) - e.float().numpy())))
+        for g, e in zip(got, expected, strict=True)
+    )
+    if not worst <= tolerance:
+        raise LongmmError(
+            f"the ONNX export of {type(model).__name__} differs from torch by {worst:.2e} "
+            f"(> {tolerance:g}) on a probe batch; not using it"
+        )
+
+
+def _quantize(fp32: Path, out: Path) -> None:
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # quantize_dynamic logs advice at WARNING through the root logger (and adds a handler
+    # to it): keep the user's logging as it was.
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root.setLevel(level)
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
 
 
 # -- fusion ------------------------------------------------------------------------------------
