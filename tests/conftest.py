@@ -203,3 +203,127 @@ def fit_recipe(monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict]:
         return json.loads((Path(out) / "metrics.json").read_text())
 
     return fit
+
+
+# -- question answering: tiny BERT folders and a tiny qa_train folder ---------------------------
+TINY_BERT_HEADS = {
+    "base": "BertModel",
+    "rerank": "BertForSequenceClassification",
+    "qa": "BertForQuestionAnswering",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``tiny_bert(head)``: a saved, randomly initialised 2-layer BERT with ``head`` (``base``,
+    ``rerank``: one relevance logit, ``qa``: start/end) and the packaged MiniLM's tokenizer."""
+    import shutil
+
+    made: dict[str, Path] = {}
+
+    def make(head: str) -> Path:
+        if head in made:
+            return made[head]
+        import torch
+        import transformers
+
+        from longmm.reading.enhance import model_folder
+
+        torch.manual_seed(0)
+        config = transformers.BertConfig(
+            vocab_size=30522,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+            num_labels=1,
+        )
+        model = getattr(transformers, TINY_BERT_HEADS[head])(config)
+        folder = tmp_path_factory.mktemp(f"tiny_bert_{head}")
+        model.save_pretrained(folder)
+        shutil.copy(model_folder() / "tokenizer.json", folder / "tokenizer.json")
+        made[head] = folder
+        return folder
+
+    return make
+
+
+def _squad_file(path: Path, articles: list[dict[str, Any]]) -> None:
+    import gzip
+
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        json.dump({"data": articles}, f)
+
+
+def _article(title: str, n: int, impossible_every: int = 3) -> dict[str, Any]:
+    paras = []
+    for p in range(2):
+        facts = [f"The {title} item {p}{k} costs {100 + 7 * k + p} dollars." for k in range(n)]
+        context = " ".join(facts) + f" It was built in {1900 + p}."
+        qas = []
+        for k in range(n):
+            answer = str(100 + 7 * k + p)
+            qas.append(
+                {
+                    "id": f"{title}-{p}-{k}",
+                    "question": f"How much does the {title} item {p}{k} cost?",
+                    "answers": [{"text": answer, "answer_start": context.index(answer)}],
+                    "is_impossible": False,
+                }
+            )
+        qas.append(
+            {
+                "id": f"{title}-{p}-none",
+                "question": f"Who painted the {title} item {p}?",
+                "answers": [],
+                "is_impossible": True,
+            }
+        )
+        paras.append({"context": context, "qas": qas})
+    return {"title": title, "paragraphs": paras}
+
+
+@pytest.fixture(scope="session")
+def tiny_qa_train(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A qa_train-shaped folder: 48 small SQuAD articles (so that the fixed held-out split
+    applies), 6 policies, 3 COVID-QA papers, 3 Evidence Inference papers, triples and
+    passages."""
+    root = tmp_path_factory.mktemp("qa_train")
+    squad = [_article(f"Article{i}", 2) for i in range(48)]
+    _squad_file(root / "squad_dev_v2_merged.json.gz", squad)
+    sets = {
+        "policyqa_devtest": [_article(f"Policy{i}", 3) for i in range(6)],
+        "covidqa": [_article(f"Paper{i}", 3) for i in range(3)],
+        "evidence_inference_v2": [_article(f"Trial{i}", 3) for i in range(3)],
+    }
+    for name, arts in sets.items():
+        _squad_file(root / f"{name}.json.gz", arts)
+    import gzip
+
+    passages, triples = [], []
+    for source, arts in [("squad_dev_v2_merged", squad), *sets.items()]:
+        for art in arts:
+            pids = []
+            for para in art["paragraphs"]:
+                pid = f"p{len(passages)}"
+                passages.append({"pid": pid, "text": para["context"]})
+                pids.append(pid)
+            for p, para in enumerate(art["paragraphs"]):
+                for qa in para["qas"]:
+                    if qa["answers"]:
+                        triples.append(
+                            {
+                                "source": source,
+                                "id": qa["id"],
+                                "doc": art["title"],
+                                "question": qa["question"],
+                                "answers": [a["text"] for a in qa["answers"]],
+                                "positive": pids[p],
+                                "hard_negatives": [x for x in pids if x != pids[p]],
+                            }
+                        )
+    for name, rows in (("passages", passages), ("retrieval_triples", triples)):
+        with gzip.open(root / f"{name}.jsonl.gz", "wt", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+    return root

@@ -46,6 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "torch", "onnx", "onnx-int8"),
         help="dense encoder runtime (default auto: int8 ONNX when onnxruntime is installed)",
     )
+    add_model_options(parser)
+    parser.add_argument(
+        "--max-chars",
+        type=int,
+        default=None,
+        help="refuse documents longer than this many characters (default 40M)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """How the answer is found: the answer mode, the re-ranker and models of one's own."""
     parser.add_argument(
         "--answer",
         default="span",
@@ -105,15 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="most tokens the --generator writes per answer (default 200)",
     )
-    parser.add_argument(
-        "--max-chars",
-        type=int,
-        default=None,
-        help="refuse documents longer than this many characters (default 40M)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
 
 
 def main(args: list[str]) -> None:

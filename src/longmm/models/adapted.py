@@ -44,7 +44,7 @@ def base_model(head: Head, path: str | None = None) -> nn.Module:
     if not (folder / "config.json").is_file():
         raise DataError(str(folder), "not a Hugging Face model folder (no config.json)")
     auto = getattr(transformers, HEADS[head][0])
-    kwargs: dict[str, Any] = {"num_labels": 1} if head == "rerank" else {}
+    kwargs: dict[str, Any] = {"num_labels": 1 if head == "rerank" else 2}
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized head" is what we want here
     hf_logging.disable_progress_bar()
@@ -100,12 +100,14 @@ def save_adapter(
 
 def load_adapted(path: str | Path, base: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The model an adapter file describes, adapters merged into the weights (eval mode),
-    and the file's metadata. ``base`` is the model folder it adapts (the packaged MiniLM)."""
+    and the file's metadata. ``base`` is the model folder it adapts (default: the one the file
+    names, else the packaged MiniLM)."""
     from peft import set_peft_model_state_dict
 
     from longmm.runs import load_weights
 
     info = read_adapter_metadata(path)
+    base = base or info["meta"].get("base")
     model = adapt(base_model(info["head"], base), info["lora"])
     state = {k: v.float() for k, v in load_weights(path).items()}
     result = set_peft_model_state_dict(model, state)

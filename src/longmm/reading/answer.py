@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from longmm.reading.enhance import split_sentences
+from longmm.reading.sentences import split_sentences
 
 
 @dataclass(frozen=True)

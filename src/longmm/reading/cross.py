@@ -59,7 +59,8 @@ class PairModel:
         self.batch_size = batch_size
         self.threads = threads
         self.weights, self.folder, self.meta = resolve_source(self.kind, source)
-        self.tokenizer = pair_tokenizer(None if self.folder is None else str(self.folder))
+        base = str(self.folder) if self.folder is not None else self.meta.get("base")
+        self.tokenizer = pair_tokenizer(base)
         self._model: Any = None
         self._session: Any = None
         self._lock = threading.Lock()

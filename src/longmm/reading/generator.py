@@ -311,15 +311,22 @@ class GeneratingReader:
 def _load(folder: Path, device: str) -> tuple[Any, Any]:
     """The tokenizer and the model in eval mode; loading failures become DataErrors."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, TypeError) as exc:
         raise DataError(str(folder), f"the tokenizer cannot be loaded: {exc}") from exc
+    # A local small model loads in seconds; its progress bar would only clutter stderr.
+    bar = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, TypeError) as exc:
         raise DataError(str(folder), f"the model cannot be loaded: {exc}") from exc
+    finally:
+        if bar:
+            logging.enable_progress_bar()
     return tokenizer, model.to(device).eval()
 
 

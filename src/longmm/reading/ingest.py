@@ -247,6 +247,11 @@ _BOILERPLATE = re.compile(
     r"share|social|related|comments?|skip|toc)([-_ ]|$)",
     re.I,
 )
+# Never dropped for a class or id: the page itself, headings, and inline text (mdBook marks
+# every heading's anchor link class="header"; a menu's links go with their container).
+_KEEP_MARKED = frozenset(
+    {"body", "main", "article", "html", "h1", "h2", "h3", "h4", "h5", "h6", "a", "span", "code"}
+)
 _BLOCK_TAGS = {
     "p", "div", "section", "article", "main", "body", "blockquote", "pre", "figure",
     "figcaption", "dl", "dt", "dd", "address", "details", "summary", "center", "li", "td",
@@ -273,7 +278,7 @@ def html_document(
     for node in tree.css("[class], [id], [role]"):
         attrs = node.attributes
         marks = " ".join(str(attrs.get(k) or "") for k in ("class", "id", "role"))
-        if node.tag not in ("body", "main", "article", "html") and _BOILERPLATE.search(marks):
+        if node.tag not in _KEEP_MARKED and _BOILERPLATE.search(marks):
             node.decompose()
     root = tree.css_first("main") or tree.css_first("article") or tree.body or tree.root
     parts: list[tuple[str, str, int]] = []

@@ -40,8 +40,8 @@ from longmm.data.schema import SourceData
 from longmm.errors import DataError
 from longmm.modules.stack import pre_norm_stack
 from longmm.reading.answer import AnswerSpan, Evidence
-from longmm.reading.enhance import split_sentences
 from longmm.reading.needles import PASSKEY_FILLER, vocabulary_words
+from longmm.reading.sentences import split_sentences
 from longmm.tasks.base import Task
 from longmm.training.optim import OptimizerName, SchedulerName
 
@@ -510,7 +510,7 @@ def load_prose(paths: Sequence[str | Path], limit: int = 100_000) -> list[str]:
     from longmm.data.schema import TEXT
     from longmm.data.sources.base import text_lines
     from longmm.data.sources.tables import read_table
-    from longmm.reading.enhance import split_sentences
+    from longmm.reading.sentences import split_sentences
 
     files: list[Path] = []
     for raw in paths:

@@ -53,6 +53,7 @@ class AdaptedTask(Task):
             step_epochs=step_epochs,
             gamma=gamma,
         )
+        self.base_path = model or "minilm"
         base = base_model(self.head_kind, model)  # type: ignore[arg-type]
         self.lora = lora_config(self.head_kind, rank, alpha, layers, n_layers(base))  # type: ignore[arg-type]
         self.net = adapt(base, self.lora)
@@ -74,6 +75,7 @@ class AdaptedTask(Task):
         return self
 
     def save_adapter(self, path: Path, meta: dict[str, Any]) -> Path:
+        meta = {**meta, "base": self.base_path}  # the model folder the adapters fit
         return save_adapter(self.net, self.head_kind, self.lora, path, meta)  # type: ignore[arg-type]
 
 
