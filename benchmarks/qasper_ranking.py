@@ -46,11 +46,11 @@ import torch
 
 from longmm.bench.qasper import _squash, load_qasper
 from longmm.encoders.pretrained import load_pretrained
+from longmm.reading.answer.span_head import _content_vocab
 from longmm.reading.ingest import text_document
 from longmm.reading.pipeline import build_reader
 from longmm.reading.reader import DocumentIndex, RetrievalReader
 from longmm.reading.retrieve import reciprocal_rank_fusion, top_k
-from longmm.reading.span import _content_vocab
 
 Ranking = list[tuple[int, float]]
 Ranker = Callable[[str, DocumentIndex], Ranking]

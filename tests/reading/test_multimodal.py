@@ -10,7 +10,7 @@ from longmm.errors import DataError
 from longmm.reading.answer import BestSentence
 from longmm.reading.ingest import load_document
 from longmm.reading.multimodal import AssetModel, MultimodalReader, write_needle_document
-from longmm.reading.needles import make_sample, score
+from longmm.reading.synth.needles import make_sample, score
 
 
 def test_needle_document_round_trip(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from longmm.reading.answer import Evidence
-from longmm.reading.spans import best_in_window, best_threshold, decode
+from longmm.reading.answer.qa_model import best_in_window, best_threshold, decode
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,7 @@ def _fit(cli_args: list[str]) -> None:
 
 
 def test_reranker_recipe_fits_and_its_adapter_scores(tmp_path, tiny_qa_train, tiny_bert) -> None:
-    from longmm.reading.cross import CrossEncoder
+    from longmm.reading.retrieve.rerank import CrossEncoder
 
     base = str(tiny_bert("base"))
     out = tmp_path / "rr"
@@ -47,7 +47,7 @@ def test_reranker_recipe_fits_and_its_adapter_scores(tmp_path, tiny_qa_train, ti
 
 
 def test_answer_recipe_fits_and_its_adapter_answers(tmp_path, tiny_qa_train, tiny_bert) -> None:
-    from longmm.reading.cross import AnswerModel
+    from longmm.reading.answer.qa_model import AnswerModel
 
     base = str(tiny_bert("base"))
     out = tmp_path / "qa"

@@ -1,7 +1,7 @@
 """``longmm bench needle``: long-context accuracy by length and depth, with time and memory.
 
 For each task, strategy and length it generates ``--samples`` documents
-(:mod:`longmm.reading.needles`; depths cycle over ``--depths`` levels from 0 to 100%), lets
+(:mod:`longmm.reading.synth.needles`; depths cycle over ``--depths`` levels from 0 to 100%), lets
 the strategy answer each question, and scores the answer (RULER's string match: the share of
 reference answers found as whole words). ``seconds`` is the mean time per document of
 reading and answering (generation left out); ``peak_mib`` the peak resident memory of the
@@ -28,7 +28,7 @@ import psutil
 
 from longmm.errors import DataError
 from longmm.io import atomic_write_json
-from longmm.reading.needles import TASKS, NeedleSample, make_sample, score
+from longmm.reading.synth.needles import TASKS, NeedleSample, make_sample, score
 
 
 class NeedleSolver(Protocol):
@@ -89,13 +89,15 @@ for _name in ("bm25", "dense", "hybrid"):
         _retrieval(_name),
         f"retrieval reader ({_name}) as in longmm read: span head, sentence fallback, digit CNNs",
     )
-# The trained readers (longmm.reading.trained), imported only when one runs.
+# The trained readers (longmm.reading.readers), imported only when one runs.
 for _name, _what in (
     ("attention", "efficient-attention reader (sliding windows + global question tokens)"),
     ("hierarchical", "hierarchical reader (chunks, attention over chunk summaries)"),
     ("memory", "recurrent-memory reader (segments carrying memory tokens)"),
 ):
-    register_strategy(_name, f"longmm.reading.trained:{_name}_solver", f"trained {_what}")
+    register_strategy(
+        _name, f"longmm.reading.readers.trained_reader:{_name}_solver", f"trained {_what}"
+    )
 
 
 class PeakRSS:

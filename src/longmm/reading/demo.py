@@ -25,7 +25,7 @@ def quickstart_reading(
         export_asset_model,
         write_needle_document,
     )
-    from longmm.reading.needles import make_sample, score
+    from longmm.reading.synth.needles import make_sample, score
 
     out = Path(out)
     t0 = time.perf_counter()

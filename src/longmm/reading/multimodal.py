@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from longmm.errors import DataError
-from longmm.reading.answer import Answer, AnswerExtractor, AnswerSpan, BestSentence, Evidence
+from longmm.reading.answer.base import Answer, AnswerExtractor, AnswerSpan, Evidence
+from longmm.reading.answer.sentence import BestSentence
 from longmm.reading.document import Asset, Document
 from longmm.reading.reader import DocumentIndex, Progress, RetrievalReader, Strategy
 
@@ -238,7 +239,7 @@ class MultimodalReader:
         **reader_options: Any,
     ) -> None:
         if extractor is None:
-            from longmm.reading.span import SpanExtractor
+            from longmm.reading.answer.span_head import SpanExtractor
 
             extractor = SpanExtractor()
         self.extractor = AssetAwareExtractor(extractor)
@@ -312,8 +313,8 @@ class MultimodalReader:
 
 # -- needle samples as multimodal documents ------------------------------------------------------
 def write_needle_document(sample: Any, folder: str | Path) -> Path:
-    """A multimodal needle sample (:mod:`longmm.reading.needles`) as a JSONL document with its
-    figures (PNG) and clips (WAV) beside it; returns the JSONL path."""
+    """A multimodal needle sample (:mod:`longmm.reading.synth.needles`) as a JSONL document
+    with its figures (PNG) and clips (WAV) beside it; returns the JSONL path."""
     from PIL import Image
 
     from longmm.io import atomic_write_text

@@ -1,13 +1,13 @@
 """The reader ``longmm read`` and ``POST /read`` use, assembled from its parts.
 
 1. The first ranking (``bm25``, ``dense`` or ``hybrid``) proposes candidate chunks.
-2. The cross-encoder re-ranker (:class:`~longmm.reading.cross.CrossEncoder`, trained by
-   ``recipes/reranker.yaml``) orders the best ``rerank_candidates`` of them.
+2. The cross-encoder re-ranker (:class:`~longmm.reading.retrieve.rerank.CrossEncoder`,
+   trained by ``recipes/reranker.yaml``) orders the best ``rerank_candidates`` of them.
 3. The best chunks grow into evidence passages (:class:`~longmm.reading.reader.RetrievalReader`).
 4. The answer: ``span`` (default) asks the extractive answer model
-   (:class:`~longmm.reading.cross.AnswerModel`, ``recipes/answer_qa.yaml``) for its best span
-   over the evidence, kept when it beats the calibrated "no answer" score, else the best
-   evidence sentence; ``sentence`` gives the best sentence alone; ``head`` uses the older
+   (:class:`~longmm.reading.answer.qa_model.AnswerModel`, ``recipes/answer_qa.yaml``) for its
+   best span over the evidence, kept when it beats the calibrated "no answer" score, else the
+   best evidence sentence; ``sentence`` gives the best sentence alone; ``head`` uses the older
    span head trained on generated fact questions (``recipes/span_head.yaml``). Figures and
    clips of multimodal documents are answered by their encoders in every mode but
    ``sentence``.
@@ -18,7 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from longmm.reading.answer import BestSentence, FirstAnswer, SentenceFocus
+from longmm.reading.answer.base import FirstAnswer
+from longmm.reading.answer.sentence import BestSentence, SentenceFocus
 from longmm.reading.reader import RetrievalReader, Strategy
 
 ANSWERS = ("span", "sentence", "head")
@@ -41,18 +42,18 @@ def build_reader(
     Other options go to :class:`RetrievalReader` (``backend`` also runs the two models).
     ``generator`` (a local Hugging Face causal LM folder) writes the answer text from the
     evidence instead, at most ``max_new_tokens`` tokens
-    (:class:`~longmm.reading.generator.GeneratingReader`)."""
+    (:class:`~longmm.reading.answer.generator.GeneratingReader`)."""
     if answer not in ANSWERS:
         raise ValueError(f"answer must be one of {ANSWERS}, got {answer!r}")
     if generator is not None:
-        from longmm.reading.generator import GeneratingReader, Generator
+        from longmm.reading.answer.generator import GeneratingReader, Generator
 
         writer = Generator(generator, max_new_tokens=max_new_tokens)  # a bad folder fails first
         evidence = build_reader(answer, strategy, rerank, reranker, answer_model, **options)
         return GeneratingReader(evidence, writer)
     backend = options.get("backend", "auto")
     if rerank or reranker is not None:
-        from longmm.reading.cross import CrossEncoder
+        from longmm.reading.retrieve.rerank import CrossEncoder
 
         options["reranker"] = CrossEncoder(reranker, backend=backend)
     if answer == "sentence":
@@ -61,11 +62,11 @@ def build_reader(
 
     sentence = BestSentence()
     if answer == "span":
-        from longmm.reading.cross import AnswerModel
+        from longmm.reading.answer.qa_model import AnswerModel
 
         text = FirstAnswer(AnswerModel(answer_model, backend=backend), sentence)
     else:
-        from longmm.reading.span import SpanExtractor
+        from longmm.reading.answer.span_head import SpanExtractor
 
         focus = SentenceFocus(sentence, SpanExtractor(min_score=SPAN_HEAD_MIN_MARGIN))
         text = FirstAnswer(focus, sentence)

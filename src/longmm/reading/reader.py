@@ -1,10 +1,12 @@
 """The retrieval reader: find the evidence for a question in long documents, then the answer.
 
 Pipeline: chunk every document (sentence- and section-aligned, token-bounded), rank the
-chunks for the question (``bm25``, ``dense`` or ``hybrid`` = reciprocal rank fusion of both),
-grow the best chunks into evidence passages (query-aware expansion: neighbouring sentences of
-the same section, the more relevant side first, up to ``passage_tokens``; chunks that fall
-inside a passage already chosen join it), and extract the answer from the evidence with an
+chunks for the question with the ranker of the reader's strategy (:mod:`longmm.reading.retrieve`:
+``bm25``, ``dense`` or ``hybrid`` = reciprocal rank fusion of both, boilerplate last, and the
+best re-ordered by a cross-encoder when there is one), grow the best chunks into evidence
+passages (query-aware expansion: neighbouring sentences of the same section, the more relevant
+side first, up to ``passage_tokens``; chunks that fall inside a passage already chosen join
+it), and extract the answer from the evidence with an
 :class:`~longmm.reading.answer.AnswerExtractor` (by default the best evidence sentence).
 
 The index of a collection is built once (:meth:`RetrievalReader.index`) and answers any
@@ -16,7 +18,7 @@ number of questions. On a long document, hybrid ranking embeds only BM25's best
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -24,29 +26,20 @@ from typing import Any, Literal
 import numpy as np
 
 from longmm.errors import DataError
-from longmm.reading.answer import (
-    Answer,
-    AnswerExtractor,
-    BestSentence,
-    Evidence,
-)
+from longmm.reading.answer.base import Answer, AnswerExtractor, Evidence
+from longmm.reading.answer.sentence import BestSentence
 from longmm.reading.boilerplate import is_boilerplate, strip_citations
 from longmm.reading.document import Chunk, Document
 from longmm.reading.enhance import Chunker, Segmented, Unit
 from longmm.reading.ingest import load_document
-from longmm.reading.retrieve import (
-    Backend,
-    BM25Retriever,
-    DenseEncoder,
-    EmbeddingCache,
-    reciprocal_rank_fusion,
-    top_k,
-)
+from longmm.reading.retrieve.base import Backend, Progress, Ranker, stage, top_k
+from longmm.reading.retrieve.bm25 import BM25Ranker, BM25Retriever
+from longmm.reading.retrieve.dense import DenseEncoder, DenseRanker, EmbeddingCache
+from longmm.reading.retrieve.hybrid import HybridRanker
+from longmm.reading.retrieve.rerank import RerankRanker
 
 Strategy = Literal["bm25", "dense", "hybrid"]
 STRATEGIES = ("bm25", "dense", "hybrid")
-# progress(stage, done, total): stage is "chunk" or "embed".
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -92,9 +85,10 @@ class RetrievalReader:
     precisely; the evidence grows around them). ``extractor`` finds the
     answer in the evidence (default :class:`BestSentence`, dense-aided unless ``bm25``).
     ``backend`` runs the dense encoder (``auto``: int8 ONNX when onnxruntime is there).
-    ``reranker`` (a :class:`~longmm.reading.cross.CrossEncoder`, or anything with
+    ``reranker`` (a :class:`~longmm.reading.retrieve.rerank.CrossEncoder`, or anything with
     ``score(question, texts)``) re-orders the best ``rerank_candidates`` chunks of the first
-    ranking by its relevance scores; the rest follow in their first order.
+    ranking by its relevance scores; the rest follow in their first order. The rankings come
+    from the rankers of :mod:`longmm.reading.retrieve` (:meth:`ranker`).
     """
 
     def __init__(
@@ -178,7 +172,7 @@ class RetrievalReader:
             self.strategy == "hybrid" and len(chunks) <= self.dense_all_max
         ):
             index.chunk_vectors.embed(
-                self.encoder, np.arange(len(chunks)), _stage(progress, "embed")
+                self.encoder, np.arange(len(chunks)), stage(progress, "embed")
             )
             index.unit_vectors.embed(self.encoder, np.arange(len(index.units)))
         t_end = time.perf_counter()
@@ -234,63 +228,41 @@ class RetrievalReader:
             timings=timings,
         )
 
+    def first_ranker(self) -> Ranker:
+        """The ranker of this reader's strategy, as its settings are now."""
+        if self.strategy == "bm25":
+            return BM25Ranker()
+        dense = DenseRanker(lambda: self.encoder)
+        if self.strategy == "dense":
+            return dense
+        return HybridRanker(dense, dense_all_max=self.dense_all_max, rrf_k=self.rrf_k)
+
+    def ranker(self) -> Ranker:
+        """:meth:`first_ranker` with boilerplate last and the re-ranker, when there is one, on
+        its best ``rerank_candidates``."""
+        return RerankRanker(self.first_ranker(), self.reranker, self.rerank_candidates)
+
+    def depth(self, index: DocumentIndex) -> int:
+        """How many chunks the first ranking keeps: ``rerank_depth``, at least ``4 * top_k``."""
+        return min(index.n_chunks, max(self.rerank_depth, 4 * self.top_k))
+
     def rank(
         self, question: str, index: DocumentIndex, progress: Progress | None = None
     ) -> list[tuple[int, float]]:
-        """Chunks ``(id, score)`` best first: the first ranking (:meth:`first_rank`), its best
-        ``rerank_candidates`` re-ordered by the re-ranker when there is one."""
-        ranked = self.first_rank(question, index, progress)
-        if len(index.boilerplate) and index.boilerplate.any():
-            # Reference lists and page furniture go after every content chunk.
-            ranked = [r for r in ranked if not index.boilerplate[r[0]]] + [
-                r for r in ranked if index.boilerplate[r[0]]
-            ]
-        if self.reranker is None or not ranked:
-            return ranked
-        head = ranked[: self.rerank_candidates]
-        scores = self.reranker.score(question, [index.chunk_texts[c] for c, _ in head])
-        order = sorted(range(len(head)), key=lambda i: (-float(scores[i]), i))
-        return [(head[i][0], float(scores[i])) for i in order] + ranked[len(head) :]
+        """Chunks ``(id, score)`` best first: the first ranking (:meth:`first_rank`) with
+        boilerplate chunks last, its best ``rerank_candidates`` re-ordered by the re-ranker
+        when there is one."""
+        return self.ranker().rank(question, index, self.depth(index), progress)
 
     def first_rank(
         self, question: str, index: DocumentIndex, progress: Progress | None = None
     ) -> list[tuple[int, float]]:
         """Chunks ``(id, score)`` best first: BM25 scores, dense cosines, or the reciprocal
         rank fusion of both (dense over BM25's best ``rerank_depth`` on large collections)."""
-        n = index.n_chunks
-        depth = min(n, max(self.rerank_depth, 4 * self.top_k))
-        if self.strategy == "bm25":
-            return top_k(index.bm25.scores(question), depth)
-        if self.strategy == "dense":
-            return self._dense(question, index, np.arange(n), depth, progress)
-        lexical = top_k(index.bm25.scores(question), depth)
-        if n <= self.dense_all_max or lexical[0][1] <= 0:
-            # Small collections, or no question word in any chunk: BM25 cannot pick the
-            # candidates, so the dense model reads every chunk.
-            pool = np.arange(n)
-            lexical = [(i, s) for i, s in lexical if s > 0]
-        else:
-            pool = np.array([i for i, _ in lexical])
-        dense = self._dense(question, index, pool, depth, progress)
-        fused = reciprocal_rank_fusion(
-            [[i for i, _ in lexical], [i for i, _ in dense]], k=self.rrf_k
-        )
-        return fused[:depth]
+        return self.first_ranker().rank(question, index, self.depth(index), progress)
 
     def _query_vector(self, question: str) -> np.ndarray:
         return self.encoder.encode([question])[0]
-
-    def _dense(
-        self,
-        question: str,
-        index: DocumentIndex,
-        pool: np.ndarray,
-        depth: int,
-        progress: Progress | None,
-    ) -> list[tuple[int, float]]:
-        vecs = index.chunk_vectors.embed(self.encoder, pool, _stage(progress, "embed"))  # (P, D)
-        ranked = top_k(vecs @ self._query_vector(question), depth)
-        return [(int(pool[i]), s) for i, s in ranked]
 
     def relevance(
         self, question: str, index: DocumentIndex, ranked: Sequence[tuple[int, float]]
@@ -442,9 +414,3 @@ class _LazyUnitTexts(Sequence[str]):
 
     def __getitem__(self, i):
         return self.index.unit_text(int(i))
-
-
-def _stage(progress: Progress | None, stage: str) -> Callable[[int, int], None] | None:
-    if progress is None:
-        return None
-    return lambda done, total: progress(stage, done, total)

@@ -3,7 +3,7 @@
 The model scores every token of ``[CLS] question [SEP] context piece [SEP]`` as the answer's
 start and end (cross-entropy on both; ``[CLS]`` is the target when the piece holds no
 answer). Evaluation decodes each question over all of its windows
-(:func:`longmm.reading.spans.decode`), calibrates the "no answer" threshold on the
+(:func:`longmm.reading.answer.qa_model.decode`), calibrates the "no answer" threshold on the
 validation split (the one that maximises F1 there) and applies that threshold to the test
 split. Reported: exact match and token F1 (SQuAD's normalisation, best over the reference
 answers; "no answer" right when there is none), on answerable and unanswerable questions
@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from longmm.evaluation.answers import best_over, exact_match, token_f1
-from longmm.reading.spans import best_threshold, decode
+from longmm.reading.answer.qa_model import best_threshold, decode
 from longmm.tasks.rerank import AdaptedTask
 
 

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from longmm.errors import DataError
-from longmm.reading.needles import (
-    PASSKEY_FILLER,
+from longmm.reading.synth.haystack import PASSKEY_FILLER, TokenCounter, default_counter
+from longmm.reading.synth.needles import (
     PASSKEY_INTRO,
     TASKS,
-    default_counter,
     depths_for,
     make_sample,
     make_samples,
@@ -130,8 +129,6 @@ def test_samples_spread_depths_and_differ() -> None:
 
 
 def test_word_token_counter() -> None:
-    from longmm.reading.needles import TokenCounter
-
     s = make_sample("passkey", LENGTH, 0.5, counter=TokenCounter("words"))
     assert abs(len(s.text.split()) - LENGTH) <= 20
 

@@ -11,7 +11,7 @@ import pytest
 from longmm.commands.read import main as read_main
 from longmm.errors import DataError, LongmmError
 from longmm.reading.answer import Answer, Evidence
-from longmm.reading.generator import (
+from longmm.reading.answer.generator import (
     SYSTEM_PROMPT,
     GeneratingReader,
     Generator,

@@ -1,5 +1,6 @@
-"""The trained question-passage models the reader runs: the cross-encoder re-ranker and the
-extractive answer model.
+"""What the trained question-passage models the reader runs share: the cross-encoder re-ranker
+(:class:`~longmm.reading.retrieve.rerank.CrossEncoder`) and the extractive answer model
+(:class:`~longmm.reading.answer.qa_model.AnswerModel`) are both a :class:`PairModel`.
 
 Both read ``[CLS] question [SEP] passage [SEP]`` (:mod:`longmm.reading.pairs`). By default
 they are the packaged MiniLM with the adapters our recipes trained
@@ -27,10 +28,9 @@ from typing import Any, Literal
 import numpy as np
 
 from longmm.errors import DataError, LongmmError
-from longmm.reading.answer import AnswerSpan, Evidence
-from longmm.reading.pairs import encode_pairs, pair_tokenizer, qa_windows, window_rows
-from longmm.reading.retrieve import Backend, cache_dir, export_onnx, resolve_backend
-from longmm.reading.spans import decode
+from longmm.reading.pairs import pair_tokenizer
+from longmm.reading.retrieve.base import Backend, cache_dir, resolve_backend
+from longmm.reading.retrieve.onnx import export_onnx
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 Kind = Literal["rerank", "qa"]
@@ -138,99 +138,6 @@ class PairModel:
             names = {i.name for i in self.session().get_inputs()}
             outs = self.session().run(None, {k: v for k, v in feeds.items() if k in names})
             return [np.asarray(o, dtype=np.float32) for o in outs]
-
-
-class CrossEncoder(PairModel):
-    """Scores how well each passage answers the question (higher is better)."""
-
-    kind: Kind = "rerank"
-
-    def __init__(self, source=None, backend: Backend = "auto", max_length: int = 160, **kw):
-        super().__init__(source, backend, **kw)
-        self.max_length = max_length
-
-    def score(self, question: str, texts: Sequence[str]) -> np.ndarray:
-        """``(len(texts),)`` relevance scores."""
-        if not texts:
-            return np.zeros(0, dtype=np.float32)
-        rows, types = encode_pairs(self.tokenizer, question, texts, self.max_length)
-        order = np.argsort([len(r) for r in rows], kind="stable")
-        out = np.zeros(len(rows), dtype=np.float32)
-        for b in range(0, len(order), self.batch_size):
-            idx = order[b : b + self.batch_size]
-            (logits,) = self.run([rows[i] for i in idx], [types[i] for i in idx])
-            out[idx] = relevance(logits)
-        return out
-
-
-def relevance(logits: np.ndarray) -> np.ndarray:
-    """One score per row: the logit of a one-label head, else "relevant" minus "not"."""
-    logits = logits.reshape(len(logits), -1)
-    return logits[:, 0] if logits.shape[1] == 1 else logits[:, -1] - logits[:, 0]
-
-
-class AnswerModel(PairModel):
-    """Extractive answers (an ``AnswerExtractor``): every passage is read in overlapping
-    windows with the question; the best span of all windows is the answer when its margin
-    over "no answer" beats ``threshold`` (default: the one calibrated on the recipe's
-    validation split, stored with the adapters; 0 for a folder), else ``None``."""
-
-    kind: Kind = "qa"
-
-    def __init__(
-        self,
-        source=None,
-        backend: Backend = "auto",
-        threshold: float | None = None,
-        max_length: int | None = None,
-        stride: int | None = None,
-        max_answer_tokens: int | None = None,
-        **kw,
-    ) -> None:
-        super().__init__(source, backend, **kw)
-        meta = self.meta
-        self.threshold = float(meta.get("null_threshold", 0.0) if threshold is None else threshold)
-        self.max_length = int(max_length or meta.get("max_length", 256))
-        self.stride = int(stride or meta.get("stride", 96))
-        self.max_answer_tokens = int(max_answer_tokens or meta.get("max_answer_tokens", 30))
-
-    def read(self, question: str, passages: Sequence[Evidence]) -> AnswerSpan | None:
-        """The best span whatever its margin (``None`` without text)."""
-        windows = []
-        for pi, p in enumerate(passages):
-            if p.text.strip():
-                encs = qa_windows(self.tokenizer, question, p.text, self.max_length, self.stride)
-                windows += window_rows(pi, encs, ())
-        if not windows:
-            return None
-        starts: list[np.ndarray] = []
-        ends: list[np.ndarray] = []
-        for b in range(0, len(windows), self.batch_size):
-            batch = windows[b : b + self.batch_size]
-            start, end = self.run([w.ids for w in batch], [w.types for w in batch])
-            for i, w in enumerate(batch):
-                starts.append(start[i, : len(w.ids)])
-                ends.append(end[i, : len(w.ids)])
-        span = decode(
-            starts,
-            ends,
-            [w.offsets for w in windows],
-            [w.context_from for w in windows],
-            self.max_answer_tokens,
-        )
-        if span is None:
-            return None
-        pi = windows[span.window].example
-        p = passages[pi]
-        return AnswerSpan(
-            p.text[span.start : span.end], pi, p.start + span.start, p.start + span.end, span.margin
-        )
-
-    def extract(self, question: str, passages: Sequence[Evidence]) -> AnswerSpan | None:
-        span = self.read(question, passages)
-        if span is None or span.score <= self.threshold or not span.text.strip():
-            return None
-        return span
 
 
 class _Outputs:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from longmm.errors import DataError
-from longmm.reading.answer import Answer, Evidence
+from longmm.reading.answer.base import Answer, Evidence
 
 SYSTEM_PROMPT = (
     "You answer questions about documents using only the numbered passages you are given. "

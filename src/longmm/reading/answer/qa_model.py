@@ -1,4 +1,6 @@
-"""Decoding an extractive answer model's start and end scores into an answer (numpy only).
+"""The extractive answer model (:class:`AnswerModel`, trained by ``recipes/answer_qa.yaml``;
+see :mod:`longmm.reading.pair_model` for the models a user may bring), and the decoding of its
+start and end scores into an answer (numpy only).
 
 A window is ``[CLS] question [SEP] context piece [SEP]``; the model scores every token as
 the answer's start and end, and ``[CLS]`` stands for "no answer". A span ``i..j`` (context
@@ -15,6 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from longmm.reading.answer.base import AnswerSpan, Evidence
+from longmm.reading.pair_model import Kind, PairModel
+from longmm.reading.pairs import qa_windows, window_rows
+from longmm.reading.retrieve.base import Backend
 
 
 @dataclass(frozen=True)
@@ -85,3 +92,68 @@ def best_threshold(margins: Sequence[float], answerable: Sequence[bool], f1: Seq
         if score > best_score:
             best_score, best_t = score, float(margins[k]) - 1e-6
     return best_t, best_score / n
+
+
+# -- the model ---------------------------------------------------------------------------------
+class AnswerModel(PairModel):
+    """Extractive answers (an ``AnswerExtractor``): every passage is read in overlapping
+    windows with the question; the best span of all windows is the answer when its margin
+    over "no answer" beats ``threshold`` (default: the one calibrated on the recipe's
+    validation split, stored with the adapters; 0 for a folder), else ``None``."""
+
+    kind: Kind = "qa"
+
+    def __init__(
+        self,
+        source=None,
+        backend: Backend = "auto",
+        threshold: float | None = None,
+        max_length: int | None = None,
+        stride: int | None = None,
+        max_answer_tokens: int | None = None,
+        **kw,
+    ) -> None:
+        super().__init__(source, backend, **kw)
+        meta = self.meta
+        self.threshold = float(meta.get("null_threshold", 0.0) if threshold is None else threshold)
+        self.max_length = int(max_length or meta.get("max_length", 256))
+        self.stride = int(stride or meta.get("stride", 96))
+        self.max_answer_tokens = int(max_answer_tokens or meta.get("max_answer_tokens", 30))
+
+    def read(self, question: str, passages: Sequence[Evidence]) -> AnswerSpan | None:
+        """The best span whatever its margin (``None`` without text)."""
+        windows = []
+        for pi, p in enumerate(passages):
+            if p.text.strip():
+                encs = qa_windows(self.tokenizer, question, p.text, self.max_length, self.stride)
+                windows += window_rows(pi, encs, ())
+        if not windows:
+            return None
+        starts: list[np.ndarray] = []
+        ends: list[np.ndarray] = []
+        for b in range(0, len(windows), self.batch_size):
+            batch = windows[b : b + self.batch_size]
+            start, end = self.run([w.ids for w in batch], [w.types for w in batch])
+            for i, w in enumerate(batch):
+                starts.append(start[i, : len(w.ids)])
+                ends.append(end[i, : len(w.ids)])
+        span = decode(
+            starts,
+            ends,
+            [w.offsets for w in windows],
+            [w.context_from for w in windows],
+            self.max_answer_tokens,
+        )
+        if span is None:
+            return None
+        pi = windows[span.window].example
+        p = passages[pi]
+        return AnswerSpan(
+            p.text[span.start : span.end], pi, p.start + span.start, p.start + span.end, span.margin
+        )
+
+    def extract(self, question: str, passages: Sequence[Evidence]) -> AnswerSpan | None:
+        span = self.read(question, passages)
+        if span is None or span.score <= self.threshold or not span.text.strip():
+            return None
+        return span
