@@ -237,7 +237,7 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]
             num_attention_heads=2,
             intermediate_size=64,
             max_position_embeddings=512,
-            num_labels=1,
+            num_labels=1 if head == "rerank" else 2,
         )
         model = getattr(transformers, TINY_BERT_HEADS[head])(config)
         folder = tmp_path_factory.mktemp(f"tiny_bert_{head}")

@@ -460,6 +460,13 @@ def test_read_endpoint(server: Server) -> None:
     best = out["evidence"][0]
     assert doc[best["start"] : best["end"]] == best["text"]
     assert "Meridian" in best["text"]
+    assert "document_text" not in out  # only when asked for
+    status, out = server.post_json(
+        "/read", {"text": doc, "question": "Who logged the storm?", "include_text": True}
+    )
+    assert status == 200 and out["document_text"] == doc
+    status, out = server.post_json("/read", {"text": doc, "question": "Who?", "include_text": "x"})
+    assert status == 422 and out["error"]["field"] == "include_text"
     status, out = server.post_json("/read", {"text": doc})
     assert status == 422 and out["error"]["field"] == "question"
 

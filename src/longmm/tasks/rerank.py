@@ -42,7 +42,10 @@ class AdaptedTask(Task):
         warmup_epochs: float = 0.05,
         step_epochs: int = 10,
         gamma: float = 0.1,
+        num_classes: int | None = None,
     ) -> None:
+        # ``num_classes``: unused (a ranking or a span has no classes); accepted because the
+        # CLI links the data module's class count into every model's arguments.
         super().__init__(
             optimizer=optimizer,
             lr=lr,
