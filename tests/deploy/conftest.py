@@ -20,8 +20,8 @@ data:
   class_path: longmm.data.ImageData
   init_args: {format: digits, split: [0.7, 0.1, 0.2], batch_size: 64, eval_batch_size: 128}
 trainer:
-  max_epochs: 2
-  limit_train_batches: 8
+  max_epochs: 4
+  limit_train_batches: 16
   enable_progress_bar: false
   enable_model_summary: false
 """
