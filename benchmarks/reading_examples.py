@@ -5,6 +5,7 @@ used in training). Prints each answer and how many hold the reference.
 Run from the repository root: python benchmarks/reading_examples.py
 """
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -58,6 +59,13 @@ QUESTIONS = [
 ]
 
 
+def holds(answer: str, reference: str) -> bool:
+    """The reference in the answer, case-insensitive, not inside a longer word or number
+    ("40" is not in "12,400")."""
+    pattern = r"(?<![\w.,])" + re.escape(reference.lower()) + r"(?![\w]|[.,]\d)"
+    return re.search(pattern, answer.lower()) is not None
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "notes.md").write_text(NOTES, encoding="utf-8")
@@ -68,7 +76,7 @@ def main() -> None:
     held = 0
     for question, reference in QUESTIONS:
         answer = reader.answer(question, index).answer
-        ok = reference.lower() in answer.lower()
+        ok = holds(answer, reference)
         held += ok
         print(f"{'ok ' if ok else '-- '} {question!r} -> {answer!r} (reference {reference!r})")
     print(f"{held} of {len(QUESTIONS)} answers hold the reference")

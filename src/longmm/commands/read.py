@@ -63,14 +63,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--answer",
         default="span",
-        choices=("span", "sentence", "head"),
+        choices=("span", "qa", "sentence"),
         help=(
-            "how the answer is taken from the evidence: 'span' (default), the extractive "
-            "answer model trained on real questions (SQuAD 2.0, PolicyQA), its best span when "
-            "that beats its calibrated 'no answer' score, else the best evidence sentence; "
-            "figures and audio clips of multimodal documents are read by their encoders; "
-            "'sentence', the best evidence sentence alone; 'head', the older span head "
-            "trained on generated fact questions"
+            "how the answer is taken from the evidence: 'span' (default), the span head "
+            "trained on generated fact questions reads the best evidence sentences and "
+            "answers with its best span when that beats its 'no answer' score, else with the "
+            "best sentence; 'qa', the extractive answer model trained on real questions "
+            "(SQuAD 2.0, PolicyQA), its best span over the evidence when that beats its "
+            "calibrated 'no answer' score, else the best sentence; 'sentence', the best "
+            "evidence sentence alone. Figures and audio clips of multimodal documents are "
+            "read by their encoders except with 'sentence'"
         ),
     )
     parser.add_argument(
@@ -98,7 +100,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help=(
             "answer model to use instead of the packaged one: a local Hugging Face extractive "
             "QA folder (...ForQuestionAnswering), or a run folder / adapter file of "
-            "recipes/answer_qa.yaml"
+            "recipes/answer_qa.yaml (implies --answer qa)"
         ),
     )
     parser.add_argument(
