@@ -97,7 +97,7 @@ def main() -> None:
     opts = parser.parse_args()
     result = {
         "latency": [
-            latency(build_reader(), "default (re-ranker + answer model)"),
+            latency(build_reader(), "default (re-ranker + span head)"),
             latency(build_reader(answer="sentence", rerank=False), "no re-ranker, best sentence"),
         ]
     }
