@@ -11,8 +11,9 @@
    ``recipes/answer_qa.yaml``) for its best span over the evidence, kept when it beats the
    calibrated "no answer" score, else the best sentence; ``sentence`` gives the best sentence
    alone. Figures and clips of multimodal documents are answered by their encoders in every
-   mode but ``sentence``. (``qa`` becomes the default once it answers better than the span
-   head: today, trained for one CPU hour, it does not; docs/results.md.)
+   mode but ``sentence``. (``qa`` answers real questions better than the span head, but
+   after one CPU hour of training it misreads generated facts such as pass keys, which the
+   needle benchmarks rely on; it becomes the default once it reads both: docs/results.md.)
 """
 
 from __future__ import annotations
