@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,8 +165,15 @@ class QADataModule(SourceDataModule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
-    def split_counts(self) -> dict[str, Any]:
+    def split_items(self) -> dict[str, list[Any]]:
+        """The questions of each split (each with a ``source``)."""
         raise NotImplementedError
+
+    def split_counts(self) -> dict[str, Any]:
+        return {
+            name: {"count": len(items), "by_source": dict(Counter(i.source for i in items))}
+            for name, items in self.split_items().items()
+        }
 
     def save_artifacts(self, run_dir: Path) -> None:
         atomic_write_json(Path(run_dir) / "data.json", self.summary())
@@ -299,14 +307,8 @@ class RerankData(QADataModule):
             if not len(self.datasets[name]):
                 raise DataError(str(self.root), f"split {name!r} is empty")
 
-    def split_counts(self) -> dict[str, Any]:
-        out = {}
-        for name, qs in self.queries.items():
-            by: dict[str, int] = {}
-            for q in qs:
-                by[q.source] = by.get(q.source, 0) + 1
-            out[name] = {"count": len(qs), "by_source": by}
-        return out
+    def split_items(self) -> dict[str, list[Any]]:
+        return self.queries
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -411,18 +413,14 @@ class QAData(QADataModule):
                 raise DataError(str(self.root), f"split {name!r} is empty")
             self.datasets[name] = QAWindows(examples, windows)
 
+    def split_items(self) -> dict[str, list[Any]]:
+        return self.examples
+
     def split_counts(self) -> dict[str, Any]:
-        out = {}
+        counts = super().split_counts()
         for name, exs in self.examples.items():
-            by: dict[str, int] = {}
-            for ex in exs:
-                by[ex.source] = by.get(ex.source, 0) + 1
-            out[name] = {
-                "count": len(exs),
-                "unanswerable": sum(ex.impossible for ex in exs),
-                "by_source": by,
-            }
-        return out
+            counts[name]["unanswerable"] = sum(ex.impossible for ex in exs)
+        return counts
 
     def summary(self) -> dict[str, Any]:
         return {
