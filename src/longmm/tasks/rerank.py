@@ -24,7 +24,11 @@ from longmm.training.optim import OptimizerName, SchedulerName
 
 
 class AdaptedTask(Task):
-    """A Hugging Face model with a head, LoRA adapters on its top ``layers`` layers."""
+    """A Hugging Face model with a head, LoRA adapters on its top ``layers`` layers.
+
+    ``dropout``: keep the pretrained model's own dropout in the adapted layers while training
+    (off by default: the shipped re-ranker and answer model were trained without it, a short
+    LoRA run on a CPU having little to fear from over-fitting)."""
 
     head_kind = "rerank"
 
@@ -43,6 +47,7 @@ class AdaptedTask(Task):
         step_epochs: int = 10,
         gamma: float = 0.1,
         num_classes: int | None = None,
+        dropout: bool = False,
     ) -> None:
         # ``num_classes``: unused (a ranking or a span has no classes); accepted because the
         # CLI links the data module's class count into every model's arguments.
@@ -63,6 +68,12 @@ class AdaptedTask(Task):
         self.eval_results: dict[str, dict[str, Any]] = {}
 
         self.frozen_below = n_layers(base) - layers
+        if not dropout:
+            for module in self.net.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = 0.0
+        # A Hugging Face model loads in eval mode and Lightning keeps the mode it finds.
+        self.train()
 
     def train(self, mode: bool = True):
         super().train(mode)
