@@ -24,7 +24,7 @@ from pathlib import Path
 
 from longmm.errors import DataError
 from longmm.reading import load_document
-from longmm.reading.pipeline import ANSWERS, build_reader
+from longmm.reading.pipeline import ANSWERS, DEFAULT_ANSWER, build_reader
 
 MAX_ANSWER_CHARS = 200
 EVIDENCE_TOP = 3
@@ -281,7 +281,7 @@ def _short(text: str, limit: int = 100) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--answer", choices=ANSWERS, default="span", help="answer mode")
+    parser.add_argument("--answer", choices=ANSWERS, default=DEFAULT_ANSWER, help="answer mode")
     parser.add_argument("--no-rerank", action="store_true", help="skip the re-ranker")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)

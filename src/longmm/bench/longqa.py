@@ -154,7 +154,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--passage-tokens", type=int, default=256, help="evidence passage size")
     p.add_argument("--backend", default="auto", help="auto, torch, onnx or onnx-int8")
     p.add_argument(
-        "--answer", default="span", choices=("span", "qa", "sentence"), help="as in longmm read"
+        "--answer", default="qa", choices=("span", "qa", "sentence"), help="as in longmm read"
     )
     p.add_argument("--no-rerank", action="store_true", help="skip the cross-encoder re-ranker")
     p.add_argument("--reranker", default=None, help="another re-ranker (as in longmm read)")

@@ -4,16 +4,14 @@
 2. The cross-encoder re-ranker (:class:`~longmm.reading.retrieve.rerank.CrossEncoder`,
    trained by ``recipes/reranker.yaml``) orders the best ``rerank_candidates`` of them.
 3. The best chunks grow into evidence passages (:class:`~longmm.reading.reader.RetrievalReader`).
-4. The answer: ``span`` (default) asks the span head trained on generated fact questions
-   (``recipes/span_head.yaml``) to read the best evidence sentences, its span kept when it
-   beats "no answer", else the best evidence sentence; ``qa`` asks the extractive answer
-   model trained on real questions (:class:`~longmm.reading.answer.qa_model.AnswerModel`,
+4. The answer: ``qa`` (default) asks the extractive answer model trained on real questions
+   and on generated facts (:class:`~longmm.reading.answer.qa_model.AnswerModel`,
    ``recipes/answer_qa.yaml``) for its best span over the evidence, kept when it beats the
-   calibrated "no answer" score, else the best sentence; ``sentence`` gives the best sentence
-   alone. Figures and clips of multimodal documents are answered by their encoders in every
-   mode but ``sentence``. (``qa`` answers real questions better than the span head, but
-   after one CPU hour of training it misreads generated facts such as pass keys, which the
-   needle benchmarks rely on; it becomes the default once it reads both: docs/results.md.)
+   calibrated "no answer" score, else the best evidence sentence; ``span`` asks the span head
+   trained on generated fact questions only (``recipes/span_head.yaml``) to read the best
+   evidence sentences, its span kept when it beats "no answer", else the best sentence;
+   ``sentence`` gives the best sentence alone. Figures and clips of multimodal documents are
+   answered by their encoders in every mode but ``sentence``.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from longmm.reading.answer.sentence import BestSentence, SentenceFocus
 from longmm.reading.reader import RetrievalReader, Strategy
 
 ANSWERS = ("span", "qa", "sentence")
-DEFAULT_ANSWER = "span"  # what `longmm read`, its benchmarks and the needle bench use
+DEFAULT_ANSWER = "qa"  # what `longmm read`, its benchmarks and the needle bench use
 SPAN_HEAD_MIN_MARGIN = 0.0  # a span-head answer must beat its "no answer" score
 
 
