@@ -20,6 +20,7 @@ One job per module:
 - :mod:`.routes` the HTTP routes and the one error body;
 - :mod:`.read` ``POST /read`` (long documents) and its bounds;
 - :mod:`.metrics` Prometheus metrics across processes;
+- :mod:`.connections` closing connections that never send a request;
 - :mod:`.server` the server's lifetime; ``web/`` the page.
 """
 

@@ -55,14 +55,16 @@ class ServeOptions:
         "longest time to receive a request body, seconds; past it a 408",
         flag="--body-timeout",
     )
-    grace_s: float = _opt(
-        30.0, "on SIGTERM, longest wait for the requests in flight, seconds", flag="--grace"
+    head_timeout_s: float = _opt(
+        10.0,
+        "a new connection that has not sent a whole request head by then is closed, seconds",
+        flag="--head-timeout",
     )
     keep_alive_s: float = _opt(
         5.0, "an idle keep-alive connection is closed after this, seconds", flag="--keep-alive"
     )
     max_connections: int = _opt(
-        900, "open connections + requests per HTTP server before new requests get 503"
+        4096, "open connections + requests per HTTP server before new requests get 503"
     )
     health_timeout_s: float = _opt(
         5.0,

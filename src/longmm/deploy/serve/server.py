@@ -6,10 +6,11 @@ Only LitServe's public API is used: ``LitAPI`` with its batching options, ``LitS
 ``middlewares``, ``timeout`` and ``restart_workers`` (a dead inference worker is replaced;
 the requests it held get a 504 from the gateway's timeout), and ``run`` with uvicorn's own
 options for the connections (``timeout_keep_alive`` closes idle keep-alive connections,
-``limit_concurrency`` answers 503 past a number of open connections and requests).
+``limit_concurrency`` answers 503 past a number of open connections and requests, ``http``
+takes :mod:`.connections`' protocol, which closes a new connection that sends no request).
 SIGTERM is handled like Ctrl+C, LitServe's documented way to stop: the HTTP servers stop
 accepting and finish the requests in flight (uvicorn's graceful shutdown, workers still up),
-then the workers stop.
+then the workers stop (LitServe waits up to 30 s for the HTTP servers).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import litserve as ls
 
 from longmm.deploy.runfolder import ServedRun, load_served_run
+from longmm.deploy.serve.connections import protocol_class
 from longmm.deploy.serve.gateway import Gateway
 from longmm.deploy.serve.options import ALLOWED_HOSTS, ServeOptions
 from longmm.deploy.serve.worker import ClassifierAPI
@@ -134,7 +136,7 @@ def serve(run_dirs: list[str], options: ServeOptions) -> None:
             access_log=options.log_level in ("info", "debug"),
             timeout_keep_alive=options.keep_alive_s,
             limit_concurrency=options.max_connections,
-            timeout_graceful_shutdown=options.grace_s,
+            http=protocol_class(options.head_timeout_s),
         )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
