@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from functools import cache
@@ -36,6 +37,19 @@ MAX_ECHO_CHARS = 500_000
 # Tokens are counted this many characters at a time (cut at a space): memory stays bounded.
 COUNT_PIECE_CHARS = 200_000
 RETRY_AFTER_S = 5
+# A document may hold at most this many characters per token of the token limit (English
+# has 4-5): a bound on what a parser extracts before the tokens are counted.
+CHARS_PER_TOKEN = 10
+
+# HTML nested deeper than this is refused before it is parsed (parsers and tree walks recurse
+# or slow down with depth: 100k nested tags took over a minute). Elements that close
+# themselves (void ones) or may be left open (p, li, td, ...) are not counted.
+MAX_HTML_DEPTH = 1000
+_TAG = re.compile(rb"<(/?)([a-zA-Z][a-zA-Z0-9]*)[^>]*?(/?)>")
+_UNCOUNTED = frozenset(
+    b"area base br col embed hr img input link meta param source track wbr p li dt dd tr td th "
+    b"option optgroup thead tbody tfoot colgroup caption rb rt rp".split()
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +70,8 @@ def reader(strategy: str, top_k: int) -> Any:
     return build_reader(strategy=strategy, top_k=top_k)  # type: ignore[arg-type]
 
 
-def _document(fields: dict[str, Any]) -> Any:
+def _document(fields: dict[str, Any], max_chars: int) -> Any:
+    """The document of a request, its characters checked while it is read (``max_chars``)."""
     from longmm.reading.ingest import load_document, text_document
 
     data, text = fields.get("document"), fields.get("text")
@@ -66,7 +81,7 @@ def _document(fields: dict[str, Any]) -> Any:
         if not isinstance(text, str) or not text.strip():
             raise InputError("text", "must be a non-empty string")
         try:
-            return text_document(text, "<text>")
+            return text_document(text, "<text>", max_chars=max_chars)
         except DataError as err:
             raise InputError("text", err.reason) from err
     if data is None:
@@ -77,11 +92,13 @@ def _document(fields: dict[str, Any]) -> Any:
     suffix = Path(name).suffix.lower()
     if suffix not in DOCUMENT_SUFFIXES:
         raise InputError("filename", f"{suffix or 'no suffix'}: not one of {DOCUMENT_SUFFIXES}")
+    if suffix in (".html", ".htm"):
+        check_html_depth(data)
     fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="longmm-read-")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        doc = _load(load_document, tmp)
+        doc = _load(lambda path: load_document(path, max_chars=max_chars), tmp)
     finally:
         os.unlink(tmp)
     doc.source = name
@@ -108,6 +125,16 @@ def _load(load_document: Callable[[str], Any], path: str) -> Any:
                 "document", f"needs the optional dependency 'cryptography': {reason}"
             ) from err
         raise InputError("document", f"not readable ({type(err).__name__}: {reason})") from err
+
+
+def check_html_depth(data: bytes, limit: int = MAX_HTML_DEPTH) -> None:
+    depth = 0
+    for closing, name, self_closing in _TAG.findall(data):
+        if self_closing or name.lower() in _UNCOUNTED:
+            continue
+        depth = max(0, depth - 1) if closing else depth + 1
+        if depth > limit:
+            raise InputError("document", f"HTML nested over {limit} elements deep")
 
 
 def count_tokens(counter: Any, text: str, limit: int) -> int:
@@ -142,7 +169,7 @@ def answer(fields: dict[str, Any], limits: Limits, strategy: str = "hybrid") -> 
         raise InputError("top_k", f"must be an integer, got {top_k!r}") from err
     if not 1 <= top_k <= MAX_TOP_K:
         raise InputError("top_k", f"must be in 1..{MAX_TOP_K}, got {top_k}")
-    doc = _document(fields)
+    doc = _document(fields, limits.max_document_tokens * CHARS_PER_TOKEN)
     the_reader = reader(strategy, top_k)
     tokens = count_tokens(the_reader.chunker.counter, doc.text, limits.max_document_tokens)
     try:
