@@ -282,7 +282,9 @@ def test_half_sent_body_gets_a_408(server: Server) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as conn:
         conn.sendall(head + b'{"text": "')
         start = time.monotonic()
-        reply = conn.recv(65536)
+        reply = b""
+        while not reply.endswith(b"}}") and (chunk := conn.recv(65536)):
+            reply += chunk
     assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
     assert time.monotonic() - start < 15
     assert b'"error"' in reply
@@ -300,7 +302,7 @@ def test_half_sent_head_and_idle_connections_are_closed(server: Server) -> None:
 
 
 def test_reads_past_the_slots_get_503_with_retry_after(server: Server) -> None:
-    words = " ".join(f"word{i % 5000} filler text here." for i in range(400_000))
+    words = " ".join(f"word{i % 5000} filler text here." for i in range(150_000))
     results = []
 
     def read() -> None:
@@ -313,7 +315,7 @@ def test_reads_past_the_slots_get_503_with_retry_after(server: Server) -> None:
     first.join(timeout=120)
     if status == 503:
         assert_error_body(status, raw, (503,))
-        assert int(headers["Retry-After"]) > 0
+        assert int({k.lower(): v for k, v in headers.items()}["retry-after"]) > 0
     else:  # the big one was already done: the machine was fast
         assert status == 200, raw[:300]
     assert results and results[0][0] in (200, 413, 504), results[0][1][:300]

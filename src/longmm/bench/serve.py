@@ -237,18 +237,24 @@ def measure_in_process(
             served.predict([served.prep.prepare(raw) for raw in chunk])
             latencies += [time.perf_counter() - t0] * len(chunk)
         seconds = time.perf_counter() - start
-        lat = np.array(latencies) * 1000
         rows[batch] = {
-            "requests": len(raws),
-            "seconds": round(seconds, 3),
-            "throughput_rps": round(len(raws) / seconds, 1),
-            "ok_rps": round(len(raws) / seconds, 1),
-            "p50_ms": round(float(np.percentile(lat, 50)), 2),
-            "p99_ms": round(float(np.percentile(lat, 99)), 2),
+            **rates(len(raws), latencies, seconds),
             "status_counts": {"ok": len(raws)},
             "crashed": False,
         }
     return rows
+
+
+def rates(answered: int, good_seconds: list[float], seconds: float) -> dict[str, Any]:
+    """Throughput of all answers and of good ones, and latency percentiles of good ones."""
+    lat = np.array(good_seconds) * 1000 if good_seconds else np.array([float("nan")])
+    return {
+        "requests": answered,
+        "seconds": round(seconds, 3),
+        "throughput_rps": round(answered / seconds, 1),
+        "ok_rps": round(len(good_seconds) / seconds, 1),
+        **{f"p{q}_ms": round(float(np.percentile(lat, q)), 2) for q in (50, 90, 99)},
+    }
 
 
 # ---- the servers ----------------------------------------------------------------------------
@@ -261,15 +267,8 @@ def summarize(
     good = [t for r, status, t in results if r.malformed is None and status == 200]
     bad = [(r, status) for r, status, _ in results if r.malformed is not None]
     not_4xx = Counter(r.malformed for r, s in bad if not (isinstance(s, int) and 400 <= s < 500))
-    lat = np.array(good) * 1000 if good else np.array([float("nan")])
     return {
-        "requests": len(results),
-        "seconds": round(seconds, 3),
-        "throughput_rps": round(len(results) / seconds, 1),
-        "ok_rps": round(len(good) / seconds, 1),
-        "p50_ms": round(float(np.percentile(lat, 50)), 2),
-        "p90_ms": round(float(np.percentile(lat, 90)), 2),
-        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+        **rates(len(results), good, seconds),
         "status_counts": dict(sorted(codes.items())),
         "good_ok": len(good),
         "malformed": len(bad),

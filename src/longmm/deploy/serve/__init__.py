@@ -16,7 +16,7 @@ One job per module:
 - :mod:`.options` the options (and the command line derived from them);
 - :mod:`.inputs` request bodies, fields, base64, and their limits;
 - :mod:`.worker` the inference workers and the dynamic batches (a LitServe ``LitAPI``);
-- :mod:`.gateway` the middleware in front of LitServe, and calls into LitServe's app;
+- :mod:`.gateway` the middleware in front of LitServe; :mod:`.inner` calls into its app;
 - :mod:`.routes` the HTTP routes and the one error body;
 - :mod:`.read` ``POST /read`` (long documents) and its bounds;
 - :mod:`.metrics` Prometheus metrics across processes;

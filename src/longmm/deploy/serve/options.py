@@ -119,28 +119,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders of longmm fit")
     for f in dataclasses.fields(ServeOptions):
-        if "help" not in f.metadata:
-            continue
-        parser.add_argument(
-            _flag(f),
-            dest=f.name,
-            metavar=_flag(f).lstrip("-").replace("-", "_").upper(),
-            type=_option_type(f),
-            default=f.default,
-            help=f"{f.metadata['help']} (default: %(default)s)",
-            **f.metadata["argparse"],
-        )
+        if "help" in f.metadata:
+            meta = f.metadata
+            _add(
+                parser, _flag(f), f.name, _option_type(f), f.default, meta["help"], meta["argparse"]
+            )
     for f in dataclasses.fields(Limits):
         flag, scale, text = LIMIT_FLAGS[f.name]
-        parser.add_argument(
-            flag,
-            dest=f.name,
-            metavar=flag.lstrip("-").replace("-", "_").upper(),
-            type=float if scale != 1 else type(f.default),
-            default=f.default / scale if scale != 1 else f.default,
-            help=f"{text} (default: %(default)s)",
-        )
+        kind = float if scale != 1 else type(f.default)
+        _add(parser, flag, f.name, kind, f.default / scale if scale != 1 else f.default, text, {})
     return parser
+
+
+def _add(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    dest: str,
+    kind: Any,
+    default: Any,
+    text: str,
+    extra: dict[str, Any],
+) -> None:
+    metavar = flag.lstrip("-").replace("-", "_").upper()
+    help_text = f"{text} (default: %(default)s)"
+    parser.add_argument(
+        flag, dest=dest, metavar=metavar, type=kind, default=default, help=help_text, **extra
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> ServeOptions:

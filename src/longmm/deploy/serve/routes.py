@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from longmm.deploy.runfolder import InputError, ServedRun
-from longmm.deploy.serve.gateway import LitServeApp
+from longmm.deploy.serve.inner import LitServeApp
 from longmm.deploy.serve.inputs import choose_model, drain, raw_inputs, read_fields
 from longmm.deploy.serve.metrics import render
 from longmm.deploy.serve.options import ServeOptions
