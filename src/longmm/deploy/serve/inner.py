@@ -2,7 +2,9 @@
 ``/predict`` route (LitServe's, for :class:`~longmm.deploy.serve.worker.ClassifierAPI`) queues a
 prepared job for the batching workers, and whose ``/health`` route says whether every worker
 is set up. The request is built here (our wire format, loopback addresses) and the answer
-collected; a timeout bounds every wait."""
+collected; a timeout bounds every wait. (A wait given up leaves LitServe's small record of
+the request behind until its answer comes, if ever: LitServe has no public way to cancel a
+request, and the leak is bounded by the requests that time out.)"""
 
 from __future__ import annotations
 
