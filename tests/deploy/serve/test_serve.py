@@ -24,7 +24,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 KEY = "test-key-123"
 CHROMIUM = "/usr/bin/chromium"
 FAST = [
