@@ -29,6 +29,7 @@ import litserve as ls
 from longmm.deploy.runfolder import ServedRun, load_served_run
 from longmm.deploy.serve.connections import protocol_class
 from longmm.deploy.serve.gateway import Gateway
+from longmm.deploy.serve.metrics import MULTIPROC_ENV
 from longmm.deploy.serve.options import ALLOWED_HOSTS, ServeOptions
 from longmm.deploy.serve.worker import ClassifierAPI
 from longmm.errors import LongmmError
@@ -114,7 +115,8 @@ def serve(run_dirs: list[str], options: ServeOptions) -> None:
     _raise_open_file_limit()
     # Every process writes its metrics in one folder; set before any of them starts.
     metrics_dir = tempfile.mkdtemp(prefix="longmm-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    before = os.environ.get(MULTIPROC_ENV)
+    os.environ[MULTIPROC_ENV] = metrics_dir
     try:
         server = build_server(run_dirs, names, options)
         signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
@@ -140,3 +142,7 @@ def serve(run_dirs: list[str], options: ServeOptions) -> None:
         )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        if before is None:  # the folder is gone: a later server in this process makes its own
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = before

@@ -64,13 +64,13 @@ class ClassifierAPI(ls.LitAPI):
 
     def predict(self, x: Any) -> Any:
         requests = x if isinstance(x, list) else [x]
-        metrics = server_metrics()
         outputs: list[dict] = [{"pong": True}] * len(requests)
         by_model: dict[str, list[int]] = {}
         for i, request in enumerate(requests):
             if request is not PING and "model" in request:
                 by_model.setdefault(request["model"], []).append(i)
         for name, indices in by_model.items():
+            metrics = server_metrics()
             start = time.perf_counter()
             results = self.runs[name].predict([requests[i]["items"] for i in indices])
             metrics.batch_size.labels(model=name).observe(len(indices))
