@@ -10,6 +10,7 @@ process) the metrics live in the process's own registry.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -77,3 +78,39 @@ def render() -> tuple[bytes, str]:
     from prometheus_client import REGISTRY
 
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by endpoint (pure ASGI, so bodies stream
+    through); ``endpoints`` are counted by name, any other path as ``other``."""
+
+    def __init__(self, app: Any, endpoints: tuple[str, ...]) -> None:
+        self.app = app
+        self.endpoints = endpoints
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        metrics = server_metrics()
+        path = scope.get("path", "")
+        endpoint = path if path in self.endpoints else "other"
+        status = 500
+        start = time.perf_counter()
+
+        async def send_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            metrics.in_flight.dec()
+            code = str(status)
+            metrics.requests.labels(endpoint=endpoint, code=code).inc()
+            if status >= 400:
+                metrics.errors.labels(endpoint=endpoint, code=code).inc()
+            metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - start)

@@ -24,7 +24,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 KEY = "test-key-123"
 CHROMIUM = "/usr/bin/chromium"
 FAST = [
@@ -443,7 +443,7 @@ def test_api_key_required(server: Server) -> None:
 
 
 def test_read_endpoint(server: Server) -> None:
-    from longmm.deploy.serve import reader_available
+    from longmm.deploy.serve.read import reader_available
 
     doc = (
         "The lighthouse keeper logged the storm on Tuesday. "
@@ -556,7 +556,7 @@ def test_web_page_in_chromium(server: Server, tmp_path: Path) -> None:
             page.wait_for_selector("#predict-error:has-text('image')")
             assert "422" in page.inner_text("#predict-error")
             # A long document and a question: the answer, its evidence highlighted.
-            from longmm.deploy.serve import reader_available
+            from longmm.deploy.serve.read import reader_available
 
             if not reader_available():
                 assert page.is_visible("#read-unavailable") and page.is_disabled("#read-btn")

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import pytest
 
-from longmm.bench.serve import Request, _send_all
+from longmm.bench.serve_load import Request, send_all
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -68,7 +68,7 @@ def test_statuses_bodies_and_connection_modes(url: str) -> None:
         if i % 2 == 0:
             headers["X-API-Key"] = "k"
         requests.append(Request(json.dumps({"i": i}).encode(), headers))
-    results = asyncio.run(_send_all(url, requests, concurrency=3))
+    results = asyncio.run(send_all(url, requests, concurrency=3))
     assert len(results) == len(requests)
     for r, status, seconds in results:
         assert status == int(r.headers["X-Status"])
@@ -87,5 +87,5 @@ def test_a_refused_connection_is_an_error_not_a_status() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     requests = [Request(b"{}", {"Content-Type": "application/json"}) for _ in range(3)]
-    results = asyncio.run(_send_all(f"http://127.0.0.1:{port}/predict", requests, 2))
+    results = asyncio.run(send_all(f"http://127.0.0.1:{port}/predict", requests, 2))
     assert [status for _, status, _ in results] == ["error: ConnectionRefusedError"] * 3
