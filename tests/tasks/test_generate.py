@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from longmm.cli import main
-from longmm.commands import generate
+from longmm.cli import generate
 from longmm.data import ImageData
 from longmm.errors import LongmmError
 from longmm.runs import load_weights

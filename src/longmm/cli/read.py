@@ -283,7 +283,7 @@ class _ProgressBar:
             self.bar.stop()
 
 
-if __name__ == "__main__":  # `python -m longmm.commands.read`: skips the training stack's imports
+if __name__ == "__main__":  # `python -m longmm.cli.read`
     try:
         main(sys.argv[1:])
     except LongmmError as err:
