@@ -139,10 +139,12 @@ def test_unknown_command_exits_2_with_the_usage(capsys: pytest.CaptureFixture[st
 
 
 def test_python_dash_m_and_the_old_entry_name_run_the_same_dispatcher() -> None:
-    for module in ("longmm.cli", "longmm.entry"):
-        code = f"import runpy, sys; sys.argv = ['x', '--help']; runpy.run_module({module!r}, run_name='__main__')"
-        if module == "longmm.entry":
-            code = "from longmm.entry import main; main(['--help'])"
+    runs = {
+        "longmm.cli": "import runpy, sys; sys.argv = ['x', '--help']; "
+        "runpy.run_module('longmm.cli', run_name='__main__')",
+        "longmm.entry": "from longmm.entry import main; main(['--help'])",
+    }
+    for module, code in runs.items():
         result = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
         )
