@@ -81,8 +81,7 @@ class LongmmCLI(LightningCLI):
         config["callbacks"] = list(config.get("callbacks") or [])
         config["plugins"] = [*(config.get("plugins") or []), AtomicCheckpointIO()]
         if self.subcommand == "fit":
-            monitor = getattr(self.model, "monitor", "val/loss")
-            mode = getattr(self.model, "monitor_mode", "min")
+            monitor, mode = self.model.monitor, self.model.monitor_mode
             self.checkpoint_callback = ModelCheckpoint(
                 dirpath=run / "checkpoints",
                 filename="best",
@@ -140,7 +139,7 @@ class LongmmCLI(LightningCLI):
             evaluator = single_device_trainer(trainer, [AtomicCheckpointIO()])
         for stage, fn in (("val", evaluator.validate), ("test", evaluator.test)):
             fn(model, datamodule=dm, ckpt_path=best, verbose=False)
-            results[stage] = dict(getattr(model, "eval_results", {}).get(stage, {}))
+            results[stage] = dict(model.eval_results.get(stage, {}))
         if not trainer.is_global_zero:
             return
         export_best_weights(best, run / "checkpoints" / "best.safetensors")
@@ -152,18 +151,15 @@ class LongmmCLI(LightningCLI):
             "best_checkpoint": _relative(Path(best), run),
             "monitor": {"name": cb.monitor, "best": float(cb.best_model_score or float("nan"))},
         }
-        data_summary = None
-        if hasattr(dm, "save_artifacts"):
-            dm.save_artifacts(run)
-            data_summary = dm.summary()
-        classes = getattr(dm, "classes", None)
+        dm.save_artifacts(run)
+        data_summary = dm.summary()
+        classes = dm.classes
         if "confusion_matrix" in results["test"] and classes:
             plot_confusion_matrix(
                 results["test"]["confusion_matrix"], classes, run / "plots" / "confusion_matrix.png"
             )
             plots.append("plots/confusion_matrix.png")
-        if hasattr(model, "write_artifacts"):
-            plots += model.write_artifacts(run)
+        plots += model.write_artifacts(run)
         atomic_write_json(run / "metrics.json", metrics)
         command = "longmm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         title = f"Run {run.name}: {type(model).__name__}"
@@ -180,7 +176,7 @@ class LongmmCLI(LightningCLI):
     # -- validate / test / predict -----------------------------------------------------------
     def _after_eval(self, stage: str) -> None:
         if self.trainer.is_global_zero:
-            results = getattr(self.model, "eval_results", {}).get(stage)
+            results = self.model.eval_results.get(stage)
             if results:
                 atomic_write_json(self.run_dir() / f"metrics_{stage}.json", results)
 
@@ -203,8 +199,8 @@ class LongmmCLI(LightningCLI):
 
     def _prediction_rows(self, batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
         dm = self.datamodule
-        classes = list(getattr(dm, "classes", []) or [])
-        samples = getattr(dm, "samples", {}).get("test", []) if hasattr(dm, "samples") else []
+        classes = list(dm.classes or [])
+        samples = dm.samples.get("test", [])
         rows = []
         for batch in batches:
             for i in range(len(batch["pred"])):

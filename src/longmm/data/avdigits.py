@@ -324,25 +324,10 @@ class AVDigits(CollatingDataModule):
         image_augment: ImageAugment | None = None,
         audio_augment: AudioAugment | None = None,
         split: tuple[float, float, float] = (0.7, 0.1, 0.2),
-        seed: int = 0,
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        classes: list[str] | None = None,
-        skip_bad: bool = False,
         label_fraction: float = 1.0,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            root=root,
-            format=format,
-            split=split,
-            seed=seed,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            classes=classes,
-            skip_bad=skip_bad,
-        )
+        super().__init__(root=root, format=format, split=split, **common)
         if format not in ("auto", "embedded", "mnist-fsdd", "manifest"):
             raise DataError(
                 "data.format", f"'auto', 'embedded', 'mnist-fsdd' or 'manifest', got {format!r}"
@@ -360,7 +345,9 @@ class AVDigits(CollatingDataModule):
             raise DataError("data.drop_at_test", "cannot drop every modality")
         self.mnist_root = mnist_root
         self.fsdd_root = fsdd_root
-        self.corruption = Corruption(seed, image_noise, image_occlusion, audio_snr_db, audio_noise)
+        self.corruption = Corruption(
+            self.seed, image_noise, image_occlusion, audio_snr_db, audio_noise
+        )
         self.image_noise = image_noise
         self.image_occlusion = image_occlusion
         self.audio_snr_db = audio_snr_db

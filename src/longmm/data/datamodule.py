@@ -259,25 +259,9 @@ class ImageData(SourceDataModule):
         channels: int | None = None,
         augment: ImageAugment | None = None,
         normalize: NormalizeMode = "standard",
-        split: tuple[float, float, float] = (0.8, 0.1, 0.1),
-        seed: int = 0,
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        classes: list[str] | None = None,
-        skip_bad: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            root=root,
-            format=format,
-            split=split,
-            seed=seed,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            classes=classes,
-            skip_bad=skip_bad,
-        )
+        super().__init__(root=root, format=format, **common)
         self.image_size = image_size
         self.channels = channels
         self.augment = augment

@@ -268,25 +268,9 @@ class TextData(CollatingDataModule):
         max_length: int = 256,
         token_dropout: float = 0.0,
         bucket_by_length: bool = False,
-        split: tuple[float, float, float] = (0.8, 0.1, 0.1),
-        seed: int = 0,
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        classes: list[str] | None = None,
-        skip_bad: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            root=root,
-            format=format,
-            split=split,
-            seed=seed,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            classes=classes,
-            skip_bad=skip_bad,
-        )
+        super().__init__(root=root, format=format, **common)
         if max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         self.text_column = text_column
@@ -528,25 +512,9 @@ class AudioData(CollatingDataModule):
         target: str = "label",
         test_takes: list[int] | None = None,
         augment: AudioAugment | None = None,
-        split: tuple[float, float, float] = (0.8, 0.1, 0.1),
-        seed: int = 0,
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        classes: list[str] | None = None,
-        skip_bad: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            root=root,
-            format=format,
-            split=split,
-            seed=seed,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            classes=classes,
-            skip_bad=skip_bad,
-        )
+        super().__init__(root=root, format=format, **common)
         if max_seconds <= 0:
             raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
         self.sample_rate = sample_rate

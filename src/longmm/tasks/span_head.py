@@ -17,7 +17,6 @@ from torch.nn import functional as F
 from longmm.errors import DataError
 from longmm.reading.answer.span_head import SpanHead, best_span
 from longmm.tasks.base import Task
-from longmm.training.optim import OptimizerName, SchedulerName
 
 
 class SpanExtraction(Task):
@@ -35,30 +34,15 @@ class SpanExtraction(Task):
         layers: int = 1,
         dropout: float = 0.1,
         max_answer_tokens: int = 24,
-        optimizer: OptimizerName = "adamw",
         lr: float = 2e-3,
-        weight_decay: float = 0.01,
-        momentum: float = 0.9,
-        scheduler: SchedulerName = "cosine",
         warmup_epochs: float = 0.5,
-        step_epochs: int = 10,
-        gamma: float = 0.1,
+        **training: Any,
     ) -> None:
-        super().__init__(
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            scheduler=scheduler,
-            warmup_epochs=warmup_epochs,
-            step_epochs=step_epochs,
-            gamma=gamma,
-        )
+        super().__init__(lr=lr, warmup_epochs=warmup_epochs, **training)
         self.save_recipe_hyperparameters()
         self.architecture = {"dim": dim, "heads": heads, "layers": layers, "dropout": dropout}
         self.head = SpanHead(**self.architecture)
         self.max_answer_tokens = max_answer_tokens
-        self.eval_results: dict[str, dict[str, Any]] = {}
         self._counts: dict[str, list[float]] = {}
 
     def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
