@@ -250,6 +250,21 @@ def _same(x: Any, y: Any) -> bool:
     return x == y
 
 
+def comparison(
+    ref_size: dict[str, int], ref_row: dict[str, Any], size: dict[str, int], row: dict[str, Any]
+) -> dict[str, float]:
+    """The compressed model next to the reference: size ratios, accuracy drop, speed-up."""
+    return {
+        "parameters_ratio": round(ref_size["parameters"] / size["parameters"], 3),
+        "nonzero_parameters_ratio": round(
+            ref_size["nonzero_parameters"] / max(size["nonzero_parameters"], 1), 3
+        ),
+        "weights_gzip_ratio": round(ref_size["weights_gzip_bytes"] / size["weights_gzip_bytes"], 3),
+        "accuracy_drop_points": round(100 * (ref_row["accuracy"] - row["accuracy"]), 3),
+        "speedup": round(ref_row["ms_per_sample"] / row["ms_per_sample"], 3),
+    }
+
+
 def compress_run(
     run_dir: str | Path,
     out_dir: str | Path,
@@ -305,7 +320,7 @@ def compress_run(
     write_run_folder(student, model, out, after)
 
     reference = "teacher" if teacher else "original"
-    ref_size, ref_row, new_size = sizes[reference], rows[reference], sizes["compressed"]
+    ref_size, ref_row = sizes[reference], rows[reference]
     report = {
         "run": str(student.path),
         "teacher": str(teacher.path) if teacher else None,
@@ -317,18 +332,7 @@ def compress_run(
         "test_samples": sum(len(b["label"]) for b in test),
         "reference": reference,
         "models": {k: {**rows[k], **sizes[k]} for k in rows},
-        "compressed_vs_reference": {
-            "parameters_ratio": round(ref_size["parameters"] / new_size["parameters"], 3),
-            "nonzero_parameters_ratio": round(
-                ref_size["nonzero_parameters"] / max(new_size["nonzero_parameters"], 1),
-                3,
-            ),
-            "weights_gzip_ratio": round(
-                ref_size["weights_gzip_bytes"] / new_size["weights_gzip_bytes"], 3
-            ),
-            "accuracy_drop_points": round(100 * (ref_row["accuracy"] - after["accuracy"]), 3),
-            "speedup": round(ref_row["ms_per_sample"] / after["ms_per_sample"], 3),
-        },
+        "compressed_vs_reference": comparison(ref_size, ref_row, sizes["compressed"], after),
     }
     atomic_write_json(out / "compress.json", report)
     atomic_write_text(out / "compress.md", report_markdown(report))

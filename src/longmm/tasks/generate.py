@@ -43,6 +43,40 @@ from longmm.tasks.base import Task
 GanLoss = Literal["nonsaturating", "hinge"]
 
 
+def check_gan_arguments(
+    loss: str,
+    ema_decay: float,
+    val_samples: int,
+    test_samples: int,
+    truncation: float | None,
+    conditional: bool,
+    num_classes: int,
+    info_categories: int | None,
+    info_weight: float,
+) -> None:
+    """A clear error for each ``GAN`` argument out of its range."""
+    if loss not in ("nonsaturating", "hinge"):
+        raise ValueError(f"loss must be 'nonsaturating' or 'hinge', got {loss!r}")
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    if min(val_samples, test_samples) < 2:
+        raise ValueError("val_samples and test_samples must be at least 2 (FID needs two)")
+    if truncation is not None and truncation <= 0:
+        raise ValueError(f"truncation must be > 0 (or null for none), got {truncation}")
+    if conditional and num_classes < 2:
+        raise ValueError(f"a conditional GAN needs num_classes >= 2, got {num_classes}")
+    if info_categories is not None:
+        if conditional:
+            raise ValueError(
+                "info_categories (an InfoGAN code) is for the unconditional GAN; "
+                "set conditional: false or info_categories: null"
+            )
+        if info_categories < 2:
+            raise ValueError(f"info_categories must be >= 2 (or null), got {info_categories}")
+    if not info_weight >= 0:
+        raise ValueError(f"info_weight must be >= 0, got {info_weight}")
+
+
 class GAN(Task):
     """A DCGAN, or with ``conditional`` a class-conditional one, trained with manual
     optimization: one discriminator step, then one generator step per batch, each with its
@@ -111,26 +145,17 @@ class GAN(Task):
         info_weight: float = 1.0,
     ) -> None:
         super().__init__(optimizer="adam", lr=lr, weight_decay=0.0, scheduler="constant")
-        if loss not in ("nonsaturating", "hinge"):
-            raise ValueError(f"loss must be 'nonsaturating' or 'hinge', got {loss!r}")
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
-        if min(val_samples, test_samples) < 2:
-            raise ValueError("val_samples and test_samples must be at least 2 (FID needs two)")
-        if truncation is not None and truncation <= 0:
-            raise ValueError(f"truncation must be > 0 (or null for none), got {truncation}")
-        if conditional and num_classes < 2:
-            raise ValueError(f"a conditional GAN needs num_classes >= 2, got {num_classes}")
-        if info_categories is not None:
-            if conditional:
-                raise ValueError(
-                    "info_categories (an InfoGAN code) is for the unconditional GAN; "
-                    "set conditional: false or info_categories: null"
-                )
-            if info_categories < 2:
-                raise ValueError(f"info_categories must be >= 2 (or null), got {info_categories}")
-        if not info_weight >= 0:
-            raise ValueError(f"info_weight must be >= 0, got {info_weight}")
+        check_gan_arguments(
+            loss,
+            ema_decay,
+            val_samples,
+            test_samples,
+            truncation,
+            conditional,
+            num_classes,
+            info_categories,
+            info_weight,
+        )
         self.save_recipe_hyperparameters()
         self.automatic_optimization = False
         self.image_size = image_size
@@ -180,15 +205,7 @@ class GAN(Task):
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         # Fixed noise (and labels or codes: one row per class or code) for the sample grids;
         # not saved, it is made again from ``sample_seed``.
-        rows = num_classes if conditional else codes
-        grid_n = rows * 10 if rows else 64
-        g = torch.Generator().manual_seed(sample_seed)
-        self.register_buffer("fixed_noise", self.noise(grid_n, generator=g), persistent=False)
-        self.register_buffer(
-            "fixed_labels",
-            torch.arange(rows).repeat_interleave(10) if rows else torch.zeros(0),
-            persistent=False,
-        )
+        self._register_sample_grid(num_classes if conditional else codes, sample_seed)
         # Judge-based evaluation; the judge and the FID metrics (which hold it) stay outside
         # the module tree so that they are never saved into this model's checkpoints.
         self.fake_judged = JudgedSamples(10, confidence, num_codes=codes)
@@ -252,6 +269,18 @@ class GAN(Task):
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         z = self.noise(n, generator=g).to(self.device)
         return self._generate(z, labels, batch_size)
+
+    def _register_sample_grid(self, rows: int, sample_seed: int) -> None:
+        """Fixed noise and labels (or codes) of the sample grids: 10 per class or code, one
+        row each, else 64 unlabelled."""
+        grid_n = rows * 10 if rows else 64
+        g = torch.Generator().manual_seed(sample_seed)
+        self.register_buffer("fixed_noise", self.noise(grid_n, generator=g), persistent=False)
+        self.register_buffer(
+            "fixed_labels",
+            torch.arange(rows).repeat_interleave(10) if rows else torch.zeros(0),
+            persistent=False,
+        )
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` latent vectors ``(n, latent_dim)`` for sampling (not for training): standard
