@@ -37,44 +37,10 @@ from longmm.evaluation.samples import grid_scale as grid_scale
 from longmm.evaluation.samples import image_grid as image_grid
 from longmm.evaluation.samples import load_judge as load_judge
 from longmm.evaluation.samples import save_image_grid as save_image_grid
-from longmm.models.gan import DCGANDiscriminator, DCGANGenerator, DiscriminatorNorm
+from longmm.models.gan import DCGANGenerator, DiscriminatorNorm, gan_networks
 from longmm.tasks.base import Task
 
 GanLoss = Literal["nonsaturating", "hinge"]
-
-
-def check_gan_arguments(
-    loss: str,
-    ema_decay: float,
-    val_samples: int,
-    test_samples: int,
-    truncation: float | None,
-    conditional: bool,
-    num_classes: int,
-    info_categories: int | None,
-    info_weight: float,
-) -> None:
-    """A clear error for each ``GAN`` argument out of its range."""
-    if loss not in ("nonsaturating", "hinge"):
-        raise ValueError(f"loss must be 'nonsaturating' or 'hinge', got {loss!r}")
-    if not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
-    if min(val_samples, test_samples) < 2:
-        raise ValueError("val_samples and test_samples must be at least 2 (FID needs two)")
-    if truncation is not None and truncation <= 0:
-        raise ValueError(f"truncation must be > 0 (or null for none), got {truncation}")
-    if conditional and num_classes < 2:
-        raise ValueError(f"a conditional GAN needs num_classes >= 2, got {num_classes}")
-    if info_categories is not None:
-        if conditional:
-            raise ValueError(
-                "info_categories (an InfoGAN code) is for the unconditional GAN; "
-                "set conditional: false or info_categories: null"
-            )
-        if info_categories < 2:
-            raise ValueError(f"info_categories must be >= 2 (or null), got {info_categories}")
-    if not info_weight >= 0:
-        raise ValueError(f"info_weight must be >= 0, got {info_weight}")
 
 
 class GAN(Task):
@@ -145,17 +111,6 @@ class GAN(Task):
         info_weight: float = 1.0,
     ) -> None:
         super().__init__(optimizer="adam", lr=lr, weight_decay=0.0, scheduler="constant")
-        check_gan_arguments(
-            loss,
-            ema_decay,
-            val_samples,
-            test_samples,
-            truncation,
-            conditional,
-            num_classes,
-            info_categories,
-            info_weight,
-        )
         self.save_recipe_hyperparameters()
         self.automatic_optimization = False
         self.image_size = image_size
@@ -179,25 +134,20 @@ class GAN(Task):
         self.info_categories = info_categories
         self.info_weight = info_weight
         self.monitor = "val/fid" if judge else None
+        self._check_arguments()
         labels = num_classes if conditional else 0
         codes = info_categories or 0
-        self.generator = DCGANGenerator(
-            latent_dim=latent_dim,
-            channels=channels,
-            image_size=image_size,
-            width=width,
-            num_classes=labels or codes,  # the label path carries the InfoGAN code
-            embed_dim=embed_dim,
-        )
-        self.discriminator = DCGANDiscriminator(
-            channels=channels,
-            image_size=image_size,
-            width=width,
-            num_classes=labels,
-            norm=d_norm,
-            dropout=d_dropout,
-            minibatch_std=minibatch_std,
-            info_categories=codes,
+        self.generator, self.discriminator = gan_networks(
+            latent_dim,
+            channels,
+            image_size,
+            width,
+            labels,
+            codes,
+            embed_dim,
+            d_norm,
+            d_dropout,
+            minibatch_std,
         )
         self.generator_ema: DCGANGenerator | None = None
         if ema_decay > 0:
@@ -269,6 +219,31 @@ class GAN(Task):
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         z = self.noise(n, generator=g).to(self.device)
         return self._generate(z, labels, batch_size)
+
+    def _check_arguments(self) -> None:
+        """A clear error for each ``GAN`` argument out of its range."""
+        if self.loss not in ("nonsaturating", "hinge"):
+            raise ValueError(f"loss must be 'nonsaturating' or 'hinge', got {self.loss!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if min(self.val_samples, self.test_samples) < 2:
+            raise ValueError("val_samples and test_samples must be at least 2 (FID needs two)")
+        if self.truncation is not None and self.truncation <= 0:
+            raise ValueError(f"truncation must be > 0 (or null for none), got {self.truncation}")
+        if self.conditional and self.num_classes < 2:
+            raise ValueError(f"a conditional GAN needs num_classes >= 2, got {self.num_classes}")
+        if self.info_categories is not None:
+            if self.conditional:
+                raise ValueError(
+                    "info_categories (an InfoGAN code) is for the unconditional GAN; "
+                    "set conditional: false or info_categories: null"
+                )
+            if self.info_categories < 2:
+                raise ValueError(
+                    f"info_categories must be >= 2 (or null), got {self.info_categories}"
+                )
+        if not self.info_weight >= 0:
+            raise ValueError(f"info_weight must be >= 0, got {self.info_weight}")
 
     def _register_sample_grid(self, rows: int, sample_seed: int) -> None:
         """Fixed noise and labels (or codes) of the sample grids: 10 per class or code, one
