@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from longmm.data.audio import lengths_to_mask, pad_waveforms
 from longmm.data.builtin import BUILTINS
@@ -173,18 +173,6 @@ class CollatingDataModule(SourceDataModule):
 
     def collate_fn(self) -> Collate:
         raise NotImplementedError
-
-    def _loader(self, ds: Dataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
-        # The base loader's arguments (its own generator keeps resumes exact) plus the padding.
-        return DataLoader(
-            ds,
-            batch_size=batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed),
-            collate_fn=self.collate_fn(),
-        )
 
     def is_training(self) -> bool:
         # The data module is not an nn.Module, so Lightning does not flip train/eval for us.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,12 @@ class SourceDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),
+            collate_fn=self.collate_fn(),
         )
+
+    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
+        """How a loader batches items: None is PyTorch's default (same-shape tensors)."""
+        return None
 
     # -- what a run folder keeps ------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
