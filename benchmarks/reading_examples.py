@@ -1,16 +1,18 @@
-"""`longmm read`'s default reader (span answers) on two small documents like the README's
-examples: a markdown project note and a two-page lease, nine questions written for them (none
-used in training). Prints each answer and how many hold the reference.
+"""`longmm read`'s default reader (``--answer`` picks another answer mode) on two small
+documents like the README's examples: a markdown project note and a two-page lease, nine
+questions written for them (none used in training).
+Prints each answer and how many hold the reference.
 
-Run from the repository root: python benchmarks/reading_examples.py
+Run from the repository root: python benchmarks/reading_examples.py [--answer qa]
 """
 
+import argparse
 import re
 import tempfile
 from pathlib import Path
 
 from longmm.reading import load_document
-from longmm.reading.pipeline import build_reader
+from longmm.reading.pipeline import ANSWERS, DEFAULT_ANSWER, build_reader
 
 NOTES = """# Project notes
 
@@ -67,11 +69,16 @@ def holds(answer: str, reference: str) -> bool:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--answer", default=DEFAULT_ANSWER, choices=ANSWERS, help="as in longmm read"
+    )
+    opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "notes.md").write_text(NOTES, encoding="utf-8")
         (Path(tmp) / "lease.txt").write_text(LEASE, encoding="utf-8")
         docs = [load_document(Path(tmp) / name) for name in ("notes.md", "lease.txt")]
-    reader = build_reader()
+    reader = build_reader(answer=opts.answer)
     index = reader.index(docs)
     held = 0
     for question, reference in QUESTIONS:

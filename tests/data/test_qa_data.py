@@ -125,3 +125,19 @@ def test_qa_data_refuses_covidqa_as_training(tiny_qa_train) -> None:
         QAData(root=str(tiny_qa_train), sources=["covidqa"])
     with pytest.raises(DataError, match="not a folder"):
         QAData(root="/nonexistent/qa").setup()
+
+
+def test_qa_data_adds_generated_facts_to_training_only(tiny_qa_train, tiny_bert) -> None:
+    from longmm.data.qa_modules import QAData
+
+    dm = QAData(root=str(tiny_qa_train), tokenizer=str(tiny_bert("base")), facts=40)
+    plain = QAData(root=str(tiny_qa_train), tokenizer=str(tiny_bert("base")))
+    facts = [ex for ex in dm.examples["train"] if ex.source == "facts"]
+    assert len(facts) == 40 and len(dm.examples["train"]) == len(plain.examples["train"]) + 40
+    assert all(ex.source != "facts" for name in ("val", "test") for ex in dm.examples[name])
+    assert any(ex.impossible for ex in facts) and not all(ex.impossible for ex in facts)
+    for ex in facts:
+        for text, start in ex.answers:
+            assert ex.context[start : start + len(text)] == text
+    dm.setup("fit")
+    assert dm.split_counts()["train"]["by_source"]["facts"] == 40

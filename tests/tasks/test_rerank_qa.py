@@ -88,3 +88,17 @@ def test_best_threshold_maximises_f1() -> None:
     f1 = [1.0, 0.5, 0.0, 0.0]
     threshold, score = best_threshold(margins, answerable, f1)
     assert 1.0 < threshold < 3.0 and score == (1.0 + 0.5 + 1 + 1) / 4
+
+
+def test_adapted_task_trains_in_train_mode_with_dropout_as_asked(tiny_bert) -> None:
+    import torch
+
+    from longmm.tasks.rerank import Rerank
+
+    folder = str(tiny_bert("base"))
+    plain = Rerank(model=folder, rank=4, alpha=8, layers=1)
+    assert plain.training and plain.net.training  # not the eval mode the model loads in
+    assert all(m.p == 0 for m in plain.net.modules() if isinstance(m, torch.nn.Dropout))
+    noisy = Rerank(model=folder, rank=4, alpha=8, layers=1, dropout=True)
+    live = [m for m in noisy.net.modules() if isinstance(m, torch.nn.Dropout) and m.training]
+    assert live and all(m.p > 0 for m in live)

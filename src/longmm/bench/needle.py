@@ -67,8 +67,8 @@ def _retrieval(strategy: str) -> Callable[[], NeedleSolver]:
         from longmm.reading.multimodal import write_needle_document
         from longmm.reading.pipeline import build_reader
 
-        # The reader `longmm read` uses: span head on the best sentences, sentence fallback.
-        reader = build_reader(answer="span", strategy=strategy)  # type: ignore[arg-type]
+        # The reader `longmm read` uses (its default answer mode).
+        reader = build_reader(strategy=strategy)  # type: ignore[arg-type]
 
         def solve(sample: NeedleSample) -> str:
             if sample.attachments:

@@ -341,6 +341,12 @@ class QAData(QADataModule):
     ``sources``: the training sources (SQuAD's non-held-out articles, PolicyQA, and Evidence
     Inference if asked for). Validation: SQuAD's validation articles and ``val_docs`` documents
     of each other source. Test: the held-out SQuAD articles. Counts are questions.
+
+    ``facts``: that many generated fact questions (pass keys, codes, dates, names, ... of
+    :mod:`longmm.reading.synth.facts`, a fifth without their answer, haystacks of up to
+    ``facts_words`` words, half of them real prose from ``facts_prose`` when given) join the
+    training split (source ``facts``), so that the model also reads the kind of planted fact
+    the needle benchmarks ask about. They never enter validation or test.
     """
 
     def __init__(
@@ -350,9 +356,17 @@ class QAData(QADataModule):
         max_length: int = 256,
         stride: int = 96,
         val_limit: int | None = 500,
+        facts: int = 0,
+        facts_words: int = 150,
+        facts_prose: list[str] | None = None,
         **common: Any,
     ) -> None:
         super().__init__(root, val_limit=val_limit, **common)
+        if facts < 0 or facts_words < 10:
+            raise DataError("data.facts", f"need facts >= 0 and facts_words >= 10, got {facts}")
+        self.facts = facts
+        self.facts_words = facts_words
+        self.facts_prose = list(facts_prose or [])
         self.sources = list(sources or [SQUAD, "policyqa_devtest"])
         if "covidqa" in self.sources:
             raise DataError("data.sources", "COVID-QA is held out: it cannot be a training source")
@@ -370,7 +384,23 @@ class QAData(QADataModule):
         splits = split_by_document(pool, self.val_docs, self.seed, titles)
         splits["train"] = [ex for ex in splits["train"] if ex.source in self.sources]
         splits["test"] = [ex for ex in splits["test"] if ex.source == SQUAD]
-        return self.limit(splits)
+        splits = self.limit(splits)
+        if self.facts:
+            splits["train"] = splits["train"] + self.fact_examples()
+        return splits
+
+    def fact_examples(self) -> list[QAExample]:
+        """The generated fact questions of the training split (see the class doc)."""
+        from longmm.reading.synth.facts import load_prose, make_span_examples
+
+        prose = load_prose(self.facts_prose) if self.facts_prose else None
+        out = []
+        for i, x in enumerate(make_span_examples(self.facts, self.seed, self.facts_words, prose)):
+            answers = () if x.answer is None else ((x.passage[slice(*x.answer)], x.answer[0]),)
+            out.append(
+                QAExample(f"facts-{i}", "facts", f"facts-{i}", x.question, x.passage, answers)
+            )
+        return out
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:

@@ -26,11 +26,12 @@ from longmm.reading.answer.sentence import BestSentence, SentenceFocus
 from longmm.reading.reader import RetrievalReader, Strategy
 
 ANSWERS = ("span", "qa", "sentence")
+DEFAULT_ANSWER = "span"  # what `longmm read`, its benchmarks and the needle bench use
 SPAN_HEAD_MIN_MARGIN = 0.0  # a span-head answer must beat its "no answer" score
 
 
 def build_reader(
-    answer: str = "span",
+    answer: str = DEFAULT_ANSWER,
     strategy: Strategy = "hybrid",
     rerank: bool = True,
     reranker: str | Path | None = None,

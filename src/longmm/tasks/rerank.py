@@ -23,7 +23,11 @@ from longmm.tasks.base import Task
 
 
 class AdaptedTask(Task):
-    """A Hugging Face model with a head, LoRA adapters on its top ``layers`` layers."""
+    """A Hugging Face model with a head, LoRA adapters on its top ``layers`` layers.
+
+    ``dropout``: keep the pretrained model's own dropout in the adapted layers while training
+    (off by default: the shipped re-ranker and answer model were trained without it, a short
+    LoRA run on a CPU having little to fear from over-fitting)."""
 
     head_kind = "rerank"
 
@@ -36,6 +40,7 @@ class AdaptedTask(Task):
         lr: float = 5e-4,
         warmup_epochs: float = 0.05,
         num_classes: int | None = None,
+        dropout: bool = False,
         **training: Any,
     ) -> None:
         # ``num_classes``: unused (a ranking or a span has no classes); accepted because the
@@ -47,6 +52,12 @@ class AdaptedTask(Task):
         self.net = adapt(base, self.lora)
 
         self.frozen_below = n_layers(base) - layers
+        if not dropout:
+            for module in self.net.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = 0.0
+        # A Hugging Face model loads in eval mode and Lightning keeps the mode it finds.
+        self.train()
 
     def train(self, mode: bool = True):
         super().train(mode)
