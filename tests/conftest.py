@@ -16,7 +16,7 @@ import pytest
 os.environ.setdefault("PYTHONHASHSEED", "0")
 # As the longmm command does (torch is not loaded yet): short OpenMP spinning, so that the
 # servers, DDP ranks and subprocess fits the tests start do not starve each other.
-from longmm.entry import set_openmp_defaults
+from longmm.cli import set_openmp_defaults
 
 set_openmp_defaults()
 

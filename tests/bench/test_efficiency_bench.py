@@ -57,7 +57,7 @@ def test_checks_compare_at_16k_and_scale_to_1m():
 
 
 def test_cli_writes_json_and_table(tmp_path, capsys):
-    from longmm.bench import main
+    from longmm.cli.bench import main
 
     out = tmp_path / "eff.json"
     main(

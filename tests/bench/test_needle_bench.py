@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from longmm.bench import main
 from longmm.bench.needle import STRATEGIES, PeakRSS, register_strategy, run_needles
+from longmm.cli.bench import main
 from longmm.errors import DataError
 
 

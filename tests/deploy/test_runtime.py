@@ -83,9 +83,9 @@ def test_predict_command_does_not_import_torch(image_export: Path, tmp_path: Pat
 
 
 def test_predict_engine_onnx_through_the_longmm_command(text_export: Path, run_light_main) -> None:
-    """The console entry point (longmm.entry) reaches the runtime without importing torch."""
+    """The console entry point (longmm.cli) reaches the runtime without importing torch."""
     args = ["predict", "--engine", "onnx", str(text_export), "--text", "the plot was not bad"]
-    result = run_light_main("longmm.entry", args)
+    result = run_light_main("longmm.cli", args)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(rows) == 1 and rows[0]["pred"] in ("negative", "positive")

@@ -13,8 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from longmm.cli import main
-from longmm.commands import generate
+from longmm.cli import generate, main
 from longmm.data import ImageData
 from longmm.errors import LongmmError
 from longmm.runs import load_weights

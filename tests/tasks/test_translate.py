@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from longmm.cli import main
-from longmm.commands.translate import load_translator, translate
-from longmm.commands.translate import main as translate_main
+from longmm.cli.translate import load_translator, translate
+from longmm.cli.translate import main as translate_main
 from longmm.data.text import TextTokenizer
 from longmm.data.translation import PadPairs, encode_sources, token_rows
 from longmm.errors import LongmmError

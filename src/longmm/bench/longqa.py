@@ -177,19 +177,10 @@ def run_bench(opts: argparse.Namespace) -> dict[str, Any] | None:
 
         run_baseline_bench(opts)
         return None
-    from longmm.reading.pipeline import build_reader
+    from longmm.cli.read import reader_from_options
 
     papers = load_papers(opts.bench, opts.data)[: opts.papers]
-    reader = build_reader(
-        answer=opts.answer,
-        strategy=opts.strategy,
-        top_k=opts.top_k,
-        passage_tokens=opts.passage_tokens,
-        backend=opts.backend,
-        rerank=not opts.no_rerank,
-        reranker=opts.reranker,
-        answer_model=opts.answer_model,
-    )
+    reader = reader_from_options(opts)
     t0 = time.perf_counter()
     result = run_papers(papers, reader)
     s = result["summary"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,12 @@ class SourceDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),
+            collate_fn=self.collate_fn(),
         )
+
+    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
+        """How a loader batches items: None is PyTorch's default (same-shape tensors)."""
+        return None
 
     # -- what a run folder keeps ------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -259,25 +265,9 @@ class ImageData(SourceDataModule):
         channels: int | None = None,
         augment: ImageAugment | None = None,
         normalize: NormalizeMode = "standard",
-        split: tuple[float, float, float] = (0.8, 0.1, 0.1),
-        seed: int = 0,
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        classes: list[str] | None = None,
-        skip_bad: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            root=root,
-            format=format,
-            split=split,
-            seed=seed,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            classes=classes,
-            skip_bad=skip_bad,
-        )
+        super().__init__(root=root, format=format, **common)
         self.image_size = image_size
         self.channels = channels
         self.augment = augment

@@ -238,25 +238,13 @@ class RerankData(QADataModule):
         negatives: int = 3,
         window_words: int = 60,
         max_length: int = 128,
-        tokenizer: str | None = None,
-        train_limit: int | None = None,
         val_limit: int | None = 300,
         test_limit: int | None = 600,
-        val_docs: int = 4,
-        seed: int = 0,
         batch_size: int = 8,
-        eval_batch_size: int | None = None,
+        **common: Any,
     ) -> None:
         super().__init__(
-            root,
-            tokenizer,
-            train_limit,
-            val_limit,
-            test_limit,
-            val_docs,
-            seed,
-            batch_size,
-            eval_batch_size,
+            root, val_limit=val_limit, test_limit=test_limit, batch_size=batch_size, **common
         )
         self.sources = list(sources or [SQUAD, "policyqa_devtest", "evidence_inference_v2"])
         unknown = [s for s in self.sources if s not in FILES]
@@ -367,29 +355,13 @@ class QAData(QADataModule):
         sources: list[str] | None = None,
         max_length: int = 256,
         stride: int = 96,
-        tokenizer: str | None = None,
-        train_limit: int | None = None,
         val_limit: int | None = 500,
-        test_limit: int | None = None,
-        val_docs: int = 4,
-        seed: int = 0,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
         facts: int = 0,
         facts_words: int = 150,
         facts_prose: list[str] | None = None,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            root,
-            tokenizer,
-            train_limit,
-            val_limit,
-            test_limit,
-            val_docs,
-            seed,
-            batch_size,
-            eval_batch_size,
-        )
+        super().__init__(root, val_limit=val_limit, **common)
         if facts < 0 or facts_words < 10:
             raise DataError("data.facts", f"need facts >= 0 and facts_words >= 10, got {facts}")
         self.facts = facts

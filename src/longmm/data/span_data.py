@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from longmm.data.datamodule import SourceDataModule
 from longmm.data.schema import SourceData
@@ -131,14 +131,8 @@ class SpanData(SourceDataModule):
                 name: SpanFeatures(ex, self.max_length) for name, ex in self.examples.items()
             }
 
-    def _loader(self, ds: Dataset, batch_size: int, sampler: Any = None) -> DataLoader:
-        return DataLoader(
-            ds,
-            batch_size=batch_size,
-            sampler=sampler,
-            collate_fn=collate_spans,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+    def collate_fn(self) -> Callable[[list[Any]], Any]:
+        return collate_spans
 
     def summary(self) -> dict[str, Any]:
         answered = {

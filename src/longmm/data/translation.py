@@ -221,23 +221,9 @@ class ParallelData(SourceDataModule):
         min_frequency: int = 2,
         max_length: int = 128,
         bucket_chunk: int = 50,
-        split: tuple[float, float, float] = (0.8, 0.1, 0.1),
-        seed: int = 0,
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        skip_bad: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            root=root,
-            format=format,
-            split=split,
-            seed=seed,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            skip_bad=skip_bad,
-        )
+        super().__init__(root=root, format=format, **common)
         if max_length < 2:
             raise DataError("data.max_length", f"must be >= 2 (a token and </s>), got {max_length}")
         if splits is not None and set(splits) != set(SPLITS):

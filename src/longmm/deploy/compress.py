@@ -22,12 +22,10 @@ the model before and after.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import gzip
 import json
 import math
-import shlex
 import shutil
 import time
 import warnings
@@ -209,66 +207,6 @@ def evaluate(
     }
 
 
-# ---- the command --------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="longmm compress",
-        description="Prune and/or distil a classifier run; writes a run folder and a report.",
-    )
-    p.add_argument("run", help="run folder of the model to compress (the student)")
-    p.add_argument("--prune", type=float, default=None, help="share of weights to prune (0-1)")
-    p.add_argument(
-        "--structured",
-        action="store_true",
-        help="prune whole output channels/rows (L2 norm) instead of single weights",
-    )
-    p.add_argument("--distill-from", default=None, help="teacher run folder (same data)")
-    p.add_argument("--out", required=True, help="output run folder")
-    p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
-    p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning learning rate")
-    p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature")
-    p.add_argument(
-        "--alpha", type=float, default=0.7, help="weight of the distillation loss (default 0.7)"
-    )
-    p.add_argument("--data-root", default=None, help="replace the recipe's data.root")
-    p.add_argument("--threads", type=int, default=1, help="torch threads when timing")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (default 0)")
-    p.add_argument(
-        "--limit-train-batches",
-        type=int,
-        default=None,
-        help="train batches per epoch (default: all)",
-    )
-    return p
-
-
-def main(args: list[str]) -> None:
-    opts = build_parser().parse_args(args)
-    if opts.prune is None and opts.distill_from is None:
-        raise LongmmError("nothing to do: give --prune and/or --distill-from")
-    if opts.epochs < 1:
-        raise LongmmError(f"--epochs must be >= 1, got {opts.epochs}")
-    report = compress_run(
-        opts.run,
-        opts.out,
-        prune_amount=opts.prune,
-        structured=opts.structured,
-        teacher_run=opts.distill_from,
-        epochs=opts.epochs,
-        lr=opts.lr,
-        temperature=opts.temperature,
-        alpha=opts.alpha,
-        data_root=opts.data_root,
-        threads=opts.threads,
-        limit_train_batches=opts.limit_train_batches,
-        seed=opts.seed,
-        command="longmm compress " + " ".join(shlex.quote(a) for a in args),
-    )
-    print(summary_text(report, Path(opts.out)))
-
-
 def check_same_data(student: LoadedRun, teacher: LoadedRun) -> None:
     """The teacher must see the student's batches as its own: same classes, same prepared
     inputs (normalization statistics, tokenizer)."""
@@ -310,6 +248,21 @@ def _same(x: Any, y: Any) -> bool:
             and math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-7)
         )
     return x == y
+
+
+def comparison(
+    ref_size: dict[str, int], ref_row: dict[str, Any], size: dict[str, int], row: dict[str, Any]
+) -> dict[str, float]:
+    """The compressed model next to the reference: size ratios, accuracy drop, speed-up."""
+    return {
+        "parameters_ratio": round(ref_size["parameters"] / size["parameters"], 3),
+        "nonzero_parameters_ratio": round(
+            ref_size["nonzero_parameters"] / max(size["nonzero_parameters"], 1), 3
+        ),
+        "weights_gzip_ratio": round(ref_size["weights_gzip_bytes"] / size["weights_gzip_bytes"], 3),
+        "accuracy_drop_points": round(100 * (ref_row["accuracy"] - row["accuracy"]), 3),
+        "speedup": round(ref_row["ms_per_sample"] / row["ms_per_sample"], 3),
+    }
 
 
 def compress_run(
@@ -367,7 +320,7 @@ def compress_run(
     write_run_folder(student, model, out, after)
 
     reference = "teacher" if teacher else "original"
-    ref_size, ref_row, new_size = sizes[reference], rows[reference], sizes["compressed"]
+    ref_size, ref_row = sizes[reference], rows[reference]
     report = {
         "run": str(student.path),
         "teacher": str(teacher.path) if teacher else None,
@@ -379,18 +332,7 @@ def compress_run(
         "test_samples": sum(len(b["label"]) for b in test),
         "reference": reference,
         "models": {k: {**rows[k], **sizes[k]} for k in rows},
-        "compressed_vs_reference": {
-            "parameters_ratio": round(ref_size["parameters"] / new_size["parameters"], 3),
-            "nonzero_parameters_ratio": round(
-                ref_size["nonzero_parameters"] / max(new_size["nonzero_parameters"], 1),
-                3,
-            ),
-            "weights_gzip_ratio": round(
-                ref_size["weights_gzip_bytes"] / new_size["weights_gzip_bytes"], 3
-            ),
-            "accuracy_drop_points": round(100 * (ref_row["accuracy"] - after["accuracy"]), 3),
-            "speedup": round(ref_row["ms_per_sample"] / after["ms_per_sample"], 3),
-        },
+        "compressed_vs_reference": comparison(ref_size, ref_row, sizes["compressed"], after),
     }
     atomic_write_json(out / "compress.json", report)
     atomic_write_text(out / "compress.md", report_markdown(report))

@@ -66,6 +66,19 @@ def modality_shares(attributions: dict[str, Tensor], masks: dict[str, Tensor]) -
     return torch.where(total > 0, mass / total.clamp_min(1e-300), torch.full_like(mass, math.nan))
 
 
+def attributable(
+    batch: dict[str, Tensor], modalities: list[str], skipped: dict[str, str]
+) -> list[str]:
+    """The modalities of ``batch`` with an input gradient; why the others are not, in
+    ``skipped``."""
+    for m in modalities:
+        if m not in batch:
+            skipped.setdefault(m, "not in the batches")
+        elif not batch[m].is_floating_point():
+            skipped.setdefault(m, "integer input (token ids): no input gradient")
+    return [m for m in modalities if m in batch and batch[m].is_floating_point()]
+
+
 def modality_attributions(
     forward: Forward,
     batches: Iterable[dict[str, Tensor]],
@@ -91,12 +104,7 @@ def modality_attributions(
     for batch in batches:
         if counted >= max_samples:
             break
-        names = [m for m in modalities if m in batch and batch[m].is_floating_point()]
-        for m in modalities:
-            if m not in batch:
-                skipped.setdefault(m, "not in the batches")
-            elif not batch[m].is_floating_point():
-                skipped.setdefault(m, "integer input (token ids): no input gradient")
+        names = attributable(batch, modalities, skipped)
         if not names:
             continue
         b = min(len(batch[names[0]]), max_samples - counted)

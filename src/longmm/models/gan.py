@@ -168,6 +168,42 @@ class DCGANDiscriminator(nn.Module):
         return out, code
 
 
+def gan_networks(
+    latent_dim: int,
+    channels: int,
+    image_size: int,
+    width: int,
+    labels: int,
+    codes: int,
+    embed_dim: int = 50,
+    d_norm: DiscriminatorNorm = "spectral",
+    d_dropout: float = 0.0,
+    minibatch_std: bool = True,
+) -> tuple[DCGANGenerator, DCGANDiscriminator]:
+    """A DCGAN's generator and discriminator, conditional on ``labels`` classes (0: not), or
+    with an InfoGAN code of ``codes`` categories (0: none), which the generator's label path
+    carries and a head of the discriminator predicts."""
+    generator = DCGANGenerator(
+        latent_dim=latent_dim,
+        channels=channels,
+        image_size=image_size,
+        width=width,
+        num_classes=labels or codes,
+        embed_dim=embed_dim,
+    )
+    discriminator = DCGANDiscriminator(
+        channels=channels,
+        image_size=image_size,
+        width=width,
+        num_classes=labels,
+        norm=d_norm,
+        dropout=d_dropout,
+        minibatch_std=minibatch_std,
+        info_categories=codes,
+    )
+    return generator, discriminator
+
+
 class MinibatchStd(nn.Module):
     """Appends one feature map: the standard deviation of the features across groups of
     ``group`` samples, averaged (Karras et al., 2018). A batch of near-identical fakes has a

@@ -399,6 +399,28 @@ class Seq2SeqTransformer(nn.Module):
         return tuple(sorted({self.pad_id, bos_id, *extra} - {eos_id}))
 
     @torch.no_grad()
+    def _keep_finished(
+        self,
+        normalized: Tensor,
+        beam: Tensor,
+        history: Tensor,
+        best: Tensor,
+        best_tokens: Tensor,
+        t: int,
+        eos_id: int,
+    ) -> None:
+        """Where a sentence's best hypothesis ending at step ``t`` (``normalized (B, 2K)``)
+        beats its best finished one so far, it replaces it in ``best`` and ``best_tokens``."""
+        cand_best, cand_at = normalized.max(dim=1)
+        better = cand_best > best
+        if bool(better.any()):
+            idx = better.nonzero().squeeze(1)
+            from_beam = beam[idx, cand_at[idx]]
+            best_tokens[idx] = self.pad_id
+            best_tokens[idx, :t] = history[idx, from_beam]
+            best_tokens[idx, t] = eos_id
+            best[idx] = cand_best[idx]
+
     def beam_search(
         self,
         src: Tensor,
@@ -454,15 +476,7 @@ class Seq2SeqTransformer(nn.Module):
             normalized = torch.where(
                 ends, top / length_penalty(t + 1, length_penalty_alpha), -math.inf
             )
-            cand_best, cand_at = normalized.max(dim=1)
-            better = cand_best > best
-            if bool(better.any()):
-                idx = rows[better]
-                from_beam = beam[idx, cand_at[idx]]
-                best_tokens[idx] = self.pad_id
-                best_tokens[idx, :t] = history[idx, from_beam]
-                best_tokens[idx, t] = eos_id
-                best[idx] = cand_best[idx]
+            self._keep_finished(normalized, beam, history, best, best_tokens, t, eos_id)
             # The best K continuations that do not end stay alive (there are always K:
             # at most K of the 2K candidates end in </s>, one per beam).
             alive, pick = torch.where(is_eos, -math.inf, top).topk(k, dim=1)  # (B, K)

@@ -135,6 +135,24 @@ def _copies_bias(frames: int, n_global: int, block: int, dtype, device) -> Tenso
     return bias.view(-1)
 
 
+def window_runs(nb: int, ns: int, first_block: int) -> list[tuple[int, int, int]]:
+    """Query blocks ``first_block .. + ns`` of ``nb`` grouped by runs that take consecutive
+    windows: ``(first query block, count, first frame)``. Block i takes the window starting
+    at frame max(0, min(i - 1, nb - 3)), so the two end blocks repeat a window."""
+    if nb <= WINDOW_BLOCKS:
+        return [(first_block, ns, 0)]
+    last = nb - 1
+    runs: list[tuple[int, int, int]] = []
+    lo, hi = max(first_block, 1), min(first_block + ns, last)
+    if first_block == 0:
+        runs.append((0, 1, 0))
+    if hi > lo:
+        runs.append((lo, hi - lo, lo - 1))
+    if first_block + ns == nb:
+        runs.append((last, 1, nb - WINDOW_BLOCKS))
+    return runs
+
+
 def framed_window_attention(
     q: Tensor,
     frames_k: Tensor,
@@ -150,21 +168,11 @@ def framed_window_attention(
     :func:`frame_bias`. Returns ``(B, S, H, dh)``; equal to :func:`blocked_attention`.
     Inference only on CPU (calls the CPU flash kernel directly, which has no autograd)."""
     b, s, h, dh = q.shape
-    if b > 1:
+    if b > 1:  # one sample at a time
+        each = [slice(i, i + 1) for i in range(b)]
+        parts = [(q[r], frames_k[r], frames_v[r], None if bias is None else bias[r]) for r in each]
         return torch.cat(
-            [
-                framed_window_attention(
-                    q[i : i + 1],
-                    frames_k[i : i + 1],
-                    frames_v[i : i + 1],
-                    None if bias is None else bias[i : i + 1],
-                    n_global,
-                    block,
-                    first_block,
-                    scale,
-                )
-                for i in range(b)
-            ]
+            [framed_window_attention(*p, n_global, block, first_block, scale) for p in parts]
         )
     nb, ns, frame = frames_k.shape[1], s // block, n_global + block
     scale = dh**-0.5 if scale is None else scale
@@ -186,20 +194,7 @@ def framed_window_attention(
         view = pad.as_strided((count, width * frame), (frame, 1), offset)
         return (view + base)[:, None, None, :]
 
-    # Query blocks grouped by runs that take consecutive windows: block i takes the window
-    # starting at frame max(0, min(i - 1, nb - 3)), so the two end blocks repeat a window.
-    last = nb - 1
-    runs: list[tuple[int, int, int]] = []  # (first query block, count, first frame)
-    if nb <= WINDOW_BLOCKS:
-        runs.append((first_block, ns, 0))
-    else:
-        lo, hi = max(first_block, 1), min(first_block + ns, last)
-        if first_block == 0:
-            runs.append((0, 1, 0))
-        if hi > lo:
-            runs.append((lo, hi - lo, lo - 1))
-        if first_block + ns == nb:
-            runs.append((last, 1, nb - WINDOW_BLOCKS))
+    runs = window_runs(nb, ns, first_block)
     qs = q[0].view(ns, block, h, dh)
     out = q.new_empty(ns, block, h, dh)
     for qb, count, wb in runs:

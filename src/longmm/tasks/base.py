@@ -1,8 +1,16 @@
-"""What every task shares: optimizer and schedule chosen by name, and a monitored metric."""
+"""What every task shares: optimizer and schedule chosen by name, and a monitored metric.
+
+The training options (optimizer, lr, weight_decay, momentum, scheduler, warmup_epochs,
+step_epochs, gamma) are declared once, here. A task takes them as ``**training`` and passes
+them on (``super().__init__(**training)``); jsonargparse follows that call, so recipes keep
+the flat keys (``model.init_args.lr``) and checkpoints keep the same hyperparameters. A task
+whose defaults differ names just those options and passes them on by name.
+"""
 
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -17,14 +25,36 @@ from longmm.training.optim import (
 )
 
 
+def accepted_arguments(cls: type) -> set[str]:
+    """The keyword arguments ``cls(...)`` takes: its ``__init__``'s, and where that passes
+    ``**kwargs`` on to ``super().__init__``, its parents' (the convention of the tasks)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - {
+            "self"
+        }
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
 class Task(L.LightningModule):
     """Base LightningModule. Subclasses define the steps; this class owns optimization.
 
     The schedule is stepped every optimizer step; ``warmup_epochs`` may be fractional.
+
+    Optional steps a task may have, called by ``longmm fit`` when the run folder is written
+    (the defaults do nothing): ``write_artifacts(run)`` writes the task's own files and plots
+    and returns the plots' paths; ``eval_results`` holds each evaluated stage's metrics.
     """
 
     monitor: str = "val/loss"
     monitor_mode: str = "min"
+    eval_results: dict[str, dict[str, Any]]
 
     def __init__(
         self,
@@ -46,6 +76,12 @@ class Task(L.LightningModule):
         self.warmup_epochs = warmup_epochs
         self.step_epochs = step_epochs
         self.gamma = gamma
+        self.eval_results = {}
+
+    def write_artifacts(self, run: Path) -> list[str]:
+        """Write the task's own files into the run folder after a fit; the plots written
+        (paths relative to ``run``), listed in the report."""
+        return []
 
     def save_recipe_hyperparameters(self, *modules: str) -> None:
         """Save hyperparameters so that ``load_from_checkpoint`` rebuilds the model.
@@ -58,10 +94,9 @@ class Task(L.LightningModule):
         self.save_hyperparameters(ignore=[] if from_recipe else list(modules), logger=False)
         # The CLI links data.num_classes into every model's hyperparameters; a checkpoint that
         # kept an argument its class does not take could not rebuild the model.
-        params = inspect.signature(type(self).__init__).parameters
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            for key in [k for k in self.hparams if not k.startswith("_") and k not in params]:
-                self.hparams.pop(key)
+        accepted = accepted_arguments(type(self))
+        for key in [k for k in self.hparams if not k.startswith("_") and k not in accepted]:
+            self.hparams.pop(key)
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(

@@ -23,7 +23,6 @@ from longmm.tasks.common import (
     fused_dim,
     load_encoder_weights,
 )
-from longmm.training.optim import OptimizerName, SchedulerName
 
 
 class Classify(Task):
@@ -62,30 +61,14 @@ class Classify(Task):
         num_classes: int = 2,
         head_dropout: float = 0.0,
         label_smoothing: float = 0.0,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        momentum: float = 0.9,
-        scheduler: SchedulerName = "cosine",
-        warmup_epochs: float = 0.0,
-        step_epochs: int = 10,
-        gamma: float = 0.1,
         modality_dropout: ModalityDropout | None = None,
         init_from: str | None = None,
         freeze_encoders: bool = False,
         attribution_samples: int = 256,
         attribution_steps: int = 32,
+        **training: Any,
     ) -> None:
-        super().__init__(
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            scheduler=scheduler,
-            warmup_epochs=warmup_epochs,
-            step_epochs=step_epochs,
-            gamma=gamma,
-        )
+        super().__init__(**training)
         if not encoders:
             raise ValueError("Classify needs at least one encoder")
         if fusion is None and len(encoders) > 1:
@@ -117,7 +100,6 @@ class Classify(Task):
             self.encoders.requires_grad_(False)
         self.train_accuracy = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.eval_metrics = ClassificationMetrics(num_classes)
-        self.eval_results: dict[str, dict[str, Any]] = {}
         self.report_sections: list[str] = []
         self._weights = ModalityWeightMeans()
 

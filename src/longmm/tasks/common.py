@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from longmm.encoders.base import EncoderOutput
@@ -168,3 +169,40 @@ def load_encoder_weights(encoders: nn.ModuleDict, run: str | Path) -> list[str]:
             f"(it has encoders {available})"
         )
     return loaded
+
+
+class SpanSteps:
+    """The steps of the span-extraction tasks (mixed in before ``Task``): the mean of start and
+    end cross-entropy over ``logits(batch)`` (two ``(B, L)``), and evaluation through the
+    task's own ``_eval_step(batch, stage)`` and ``_eval_end(stage)``."""
+
+    def logits(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
+        raise NotImplementedError
+
+    def _eval_end(self, stage: str) -> None:
+        raise NotImplementedError
+
+    def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        start, end = self.logits(batch)
+        loss = (F.cross_entropy(start, batch["start"]) + F.cross_entropy(end, batch["end"])) / 2
+        return loss, start, end
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, _, _ = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["start"]))  # type: ignore[attr-defined]
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")

@@ -17,7 +17,6 @@ from torch import Tensor, nn
 from longmm.errors import DataError
 from longmm.tasks.base import Task
 from longmm.tasks.common import encode
-from longmm.training.optim import OptimizerName, SchedulerName
 
 
 def info_nce(a: Tensor, b: Tensor, scale: Tensor | float) -> Tensor:
@@ -102,25 +101,9 @@ class Contrastive(Task):
         max_temperature: float = 1.0,
         ks: list[int] | None = None,
         monitor: str = "val/r@1",
-        optimizer: OptimizerName = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        momentum: float = 0.9,
-        scheduler: SchedulerName = "cosine",
-        warmup_epochs: float = 0.0,
-        step_epochs: int = 10,
-        gamma: float = 0.1,
+        **training: Any,
     ) -> None:
-        super().__init__(
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            scheduler=scheduler,
-            warmup_epochs=warmup_epochs,
-            step_epochs=step_epochs,
-            gamma=gamma,
-        )
+        super().__init__(**training)
         mods = list(modalities or list(encoders)[:2])
         if len(mods) != 2 or mods[0] == mods[1]:
             raise ValueError(f"modalities: give two different modalities, got {mods}")
@@ -152,7 +135,6 @@ class Contrastive(Task):
             raise ValueError(f"monitor must be a validation metric 'val/...', got {monitor!r}")
         self.monitor = monitor
         self.monitor_mode = "min" if monitor.endswith(("loss", "median_rank")) else "max"
-        self.eval_results: dict[str, dict[str, Any]] = {}
         self._store: dict[str, list[Tensor]] = {}
 
     # -- model -------------------------------------------------------------------------------

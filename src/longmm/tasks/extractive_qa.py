@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 from torch import Tensor
-from torch.nn import functional as F
 
 from longmm.evaluation.answers import best_over, exact_match, token_f1
 from longmm.reading.answer.qa_model import best_threshold, decode
+from longmm.tasks.common import SpanSteps
 from longmm.tasks.rerank import AdaptedTask
 
 
-class ExtractiveQA(AdaptedTask):
+class ExtractiveQA(SpanSteps, AdaptedTask):
     monitor = "val/f1"
     monitor_mode = "max"
     head_kind = "qa"
@@ -48,16 +48,6 @@ class ExtractiveQA(AdaptedTask):
             out.end_logits.masked_fill(pad, float("-inf")),
         )
 
-    def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        start, end = self.logits(batch)
-        loss = (F.cross_entropy(start, batch["start"]) + F.cross_entropy(end, batch["end"])) / 2
-        return loss, start, end
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss, _, _ = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["start"]))
-        return loss
-
     def _eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
         loss, start, end = self._loss(batch)
         self.log(f"{stage}/loss", loss, batch_size=len(start))
@@ -69,12 +59,6 @@ class ExtractiveQA(AdaptedTask):
                 start[row, :n].float().cpu().numpy(),
                 end[row, :n].float().cpu().numpy(),
             )
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
 
     def _eval_end(self, stage: str) -> None:
         store = self._logits.pop(stage, {})
@@ -111,12 +95,6 @@ class ExtractiveQA(AdaptedTask):
         self.eval_results[stage] = results
         for key in ("f1", "exact_match"):
             self.log(f"{stage}/{key}", float(results[key]), prog_bar=key == "f1")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["null_threshold"] = self.null_threshold

@@ -20,7 +20,6 @@ and the same judge statistics on the real images of the split (``*_real``) for r
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -28,191 +27,22 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
-from PIL import Image
-from torch import Tensor, nn
-from torchmetrics import Metric
+from torch import Tensor
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from longmm.errors import LongmmError
-from longmm.io import atomic_path
-from longmm.models.gan import DCGANDiscriminator, DCGANGenerator, DiscriminatorNorm
+from longmm.evaluation.samples import JudgedSamples as JudgedSamples
+from longmm.evaluation.samples import JudgeFeatures as JudgeFeatures
+from longmm.evaluation.samples import grid_scale as grid_scale
+from longmm.evaluation.samples import image_grid as image_grid
+from longmm.evaluation.samples import load_judge as load_judge
+from longmm.evaluation.samples import save_image_grid as save_image_grid
+from longmm.models.gan import DCGANGenerator, DiscriminatorNorm, gan_networks
 from longmm.tasks.base import Task
 
 GanLoss = Literal["nonsaturating", "hinge"]
 
 
-# -- the judge -------------------------------------------------------------------------------
-class JudgeFeatures(nn.Module):
-    """A trained classifier seen as a feature extractor for images in [-1, 1].
-
-    ``forward`` returns the judge's penultimate features ``(B, D)`` (the input of its linear
-    head), which is what torchmetrics' FID takes from a custom ``feature`` module; it reads
-    ``num_features`` instead of probing the module with a dummy image. ``probabilities``
-    returns the judge's class probabilities ``(B, classes)``. The module never leaves eval mode.
-    """
-
-    def __init__(self, judge: nn.Module, mean: list[float], std: list[float]) -> None:
-        super().__init__()
-        linear = judge.head[-1]
-        if not isinstance(linear, nn.Linear):
-            raise LongmmError("judge: expected a classifier whose head ends in nn.Linear")
-        self.judge = judge
-        self.num_features = linear.in_features
-        self.num_classes = linear.out_features
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32)[None, :, None, None])
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32)[None, :, None, None])
-        self._captured: Tensor | None = None
-        judge.head.register_forward_hook(self._capture)
-        self.eval()
-        self.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> JudgeFeatures:
-        return super().train(False)
-
-    def _capture(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        self._captured = inputs[0]
-
-    def _run(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        # Generator space [-1, 1] -> [0, 1] -> the judge's own normalization.
-        x = ((images.float() + 1.0) / 2.0 - self.mean) / self.std
-        logits = self.judge({"image": x})
-        features, self._captured = self._captured, None
-        return features, logits
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self._run(images)[0]  # (B, num_features)
-
-    def probabilities(self, images: Tensor) -> Tensor:
-        return torch.softmax(self._run(images)[1].float(), dim=-1)  # (B, num_classes)
-
-
-def load_judge(run_dir: str | Path) -> tuple[JudgeFeatures, dict[str, Any]]:
-    """The classifier of a ``longmm fit`` run folder, with that run's image normalization.
-
-    Returns the judge and the run's ``data.json`` preprocessing (classes, image size, ...).
-    """
-    from longmm.tasks.classify import Classify
-
-    run = Path(run_dir)
-    ckpt = run / "checkpoints" / "best.ckpt"
-    data_json = run / "data.json"
-    for path in (run, ckpt, data_json):
-        if not path.exists():
-            raise LongmmError(
-                f"judge {run}: {path} not found; train the judge classifier first, e.g. "
-                f"longmm fit --config recipes/cnn_mnist.yaml --data.root ../shared/data/mnist "
-                f"--model.init_args.label_smoothing 0 --out {run}"
-            )
-    try:
-        prep = json.loads(data_json.read_text())["preprocessing"]
-        mean, std = prep["mean"], prep["std"]
-    except (ValueError, KeyError) as err:
-        raise LongmmError(f"{data_json}: no preprocessing mean/std ({err})") from err
-    from longmm.runs import read_checkpoint
-
-    read_checkpoint(ckpt)  # a clear error for a truncated or corrupt file
-    classifier = Classify.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
-    smoothing = float(getattr(classifier, "label_smoothing", 0.0) or 0.0)
-    if smoothing > 0:
-        # With smoothing e over K classes the loss is lowest at p = 1 - e + e/K, so confident
-        # real images hover near the 0.9 threshold and the confident share reads low.
-        rank_zero_warn(
-            f"judge {run} was trained with label_smoothing={smoothing}: its probabilities are "
-            f"capped near {1 - smoothing + smoothing / classifier.num_classes:.3f}, so the "
-            "confident share under-counts; train the judge with label_smoothing 0"
-        )
-    return JudgeFeatures(classifier, mean, std), prep
-
-
-class JudgedSamples(Metric):
-    """What the judge says about a set of images: predicted-class counts, confident share,
-    agreement with requested labels. Sums, so it adds up over batches and devices."""
-
-    full_state_update = False
-
-    def __init__(self, num_classes: int, confidence: float = 0.9, num_codes: int = 0) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.confidence = confidence
-        self.num_codes = num_codes
-        # Judged classes per InfoGAN code: (num_codes, num_classes); empty without codes.
-        self.add_state("by_code", torch.zeros(num_codes, num_classes, dtype=torch.float64), "sum")
-        self.add_state("counts", torch.zeros(num_classes, dtype=torch.float64), "sum")
-        self.add_state("confident", torch.zeros((), dtype=torch.float64), "sum")
-        self.add_state("agree", torch.zeros((), dtype=torch.float64), "sum")
-        self.add_state("labelled", torch.zeros((), dtype=torch.float64), "sum")
-        self.add_state("total", torch.zeros((), dtype=torch.float64), "sum")
-
-    def update(
-        self, probs: Tensor, labels: Tensor | None = None, codes: Tensor | None = None
-    ) -> None:
-        conf, pred = probs.max(dim=-1)
-        self.counts += torch.bincount(pred, minlength=self.num_classes).to(self.counts)
-        self.confident += (conf >= self.confidence).sum()
-        self.total += len(pred)
-        if labels is not None:
-            self.agree += (pred == labels).sum()
-            self.labelled += len(labels)
-        if codes is not None:
-            if not self.num_codes:
-                raise ValueError("JudgedSamples: codes given, but it was made with num_codes=0")
-            flat = codes.to(pred.device) * self.num_classes + pred
-            cells = self.num_codes * self.num_classes
-            counts = torch.bincount(flat, minlength=cells).reshape(self.by_code.shape)
-            self.by_code += counts.to(self.by_code)
-
-    def compute(self) -> dict[str, Any]:
-        total = self.total.clamp_min(1)
-        share = self.counts / total
-        entropy = -(share * share.clamp_min(1e-12).log()).sum()
-        out: dict[str, Any] = {
-            "confident_share": float(self.confident / total),
-            "coverage": float(entropy / math.log(self.num_classes)),
-            "class_share": [round(float(s), 4) for s in share],
-        }
-        if self.labelled > 0:
-            out["label_agreement"] = float(self.agree / self.labelled)
-        if self.by_code.numel() and self.by_code.sum() > 0:
-            top, cls = self.by_code.max(dim=1)
-            out["code_purity"] = float(top.sum() / self.by_code.sum())
-            out["code_classes"] = [int(c) for c in cls]
-        return out
-
-
-# -- image grids -----------------------------------------------------------------------------
-def image_grid(images: Tensor, nrow: int = 8, padding: int = 2, scale: int = 1) -> Image.Image:
-    """Images ``(N, C, H, W)`` in [-1, 1] as one PIL image, ``nrow`` images per row."""
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    n, c, h, w = x.shape
-    cols = max(1, min(nrow, n))
-    rows = math.ceil(n / cols)
-    grid = torch.full((c, rows * (h + padding) + padding, cols * (w + padding) + padding), 96)
-    grid = grid.to(torch.uint8)
-    for i in range(n):
-        top = padding + (i // cols) * (h + padding)
-        left = padding + (i % cols) * (w + padding)
-        grid[:, top : top + h, left : left + w] = x[i]
-    array = grid.permute(1, 2, 0).numpy()
-    image = Image.fromarray(array[:, :, 0] if c == 1 else array, mode="L" if c == 1 else "RGB")
-    if scale > 1:
-        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
-    return image
-
-
-def save_image_grid(images: Tensor, path: str | Path, nrow: int = 8, scale: int = 1) -> Path:
-    """Write a grid PNG atomically (temporary name, then rename)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        image_grid(images, nrow=nrow, scale=scale).save(tmp, format="PNG")
-    return path
-
-
-def grid_scale(image_size: int) -> int:
-    """Upscaling that makes small images visible: 8x8 digits x8, 28x28 MNIST x2."""
-    return max(1, 64 // image_size)
-
-
-# -- the task --------------------------------------------------------------------------------
 class GAN(Task):
     """A DCGAN, or with ``conditional`` a class-conditional one, trained with manual
     optimization: one discriminator step, then one generator step per batch, each with its
@@ -281,26 +111,6 @@ class GAN(Task):
         info_weight: float = 1.0,
     ) -> None:
         super().__init__(optimizer="adam", lr=lr, weight_decay=0.0, scheduler="constant")
-        if loss not in ("nonsaturating", "hinge"):
-            raise ValueError(f"loss must be 'nonsaturating' or 'hinge', got {loss!r}")
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
-        if min(val_samples, test_samples) < 2:
-            raise ValueError("val_samples and test_samples must be at least 2 (FID needs two)")
-        if truncation is not None and truncation <= 0:
-            raise ValueError(f"truncation must be > 0 (or null for none), got {truncation}")
-        if conditional and num_classes < 2:
-            raise ValueError(f"a conditional GAN needs num_classes >= 2, got {num_classes}")
-        if info_categories is not None:
-            if conditional:
-                raise ValueError(
-                    "info_categories (an InfoGAN code) is for the unconditional GAN; "
-                    "set conditional: false or info_categories: null"
-                )
-            if info_categories < 2:
-                raise ValueError(f"info_categories must be >= 2 (or null), got {info_categories}")
-        if not info_weight >= 0:
-            raise ValueError(f"info_weight must be >= 0, got {info_weight}")
         self.save_recipe_hyperparameters()
         self.automatic_optimization = False
         self.image_size = image_size
@@ -324,25 +134,20 @@ class GAN(Task):
         self.info_categories = info_categories
         self.info_weight = info_weight
         self.monitor = "val/fid" if judge else None
+        self._check_arguments()
         labels = num_classes if conditional else 0
         codes = info_categories or 0
-        self.generator = DCGANGenerator(
-            latent_dim=latent_dim,
-            channels=channels,
-            image_size=image_size,
-            width=width,
-            num_classes=labels or codes,  # the label path carries the InfoGAN code
-            embed_dim=embed_dim,
-        )
-        self.discriminator = DCGANDiscriminator(
-            channels=channels,
-            image_size=image_size,
-            width=width,
-            num_classes=labels,
-            norm=d_norm,
-            dropout=d_dropout,
-            minibatch_std=minibatch_std,
-            info_categories=codes,
+        self.generator, self.discriminator = gan_networks(
+            latent_dim,
+            channels,
+            image_size,
+            width,
+            labels,
+            codes,
+            embed_dim,
+            d_norm,
+            d_dropout,
+            minibatch_std,
         )
         self.generator_ema: DCGANGenerator | None = None
         if ema_decay > 0:
@@ -350,21 +155,12 @@ class GAN(Task):
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         # Fixed noise (and labels or codes: one row per class or code) for the sample grids;
         # not saved, it is made again from ``sample_seed``.
-        rows = num_classes if conditional else codes
-        grid_n = rows * 10 if rows else 64
-        g = torch.Generator().manual_seed(sample_seed)
-        self.register_buffer("fixed_noise", self.noise(grid_n, generator=g), persistent=False)
-        self.register_buffer(
-            "fixed_labels",
-            torch.arange(rows).repeat_interleave(10) if rows else torch.zeros(0),
-            persistent=False,
-        )
+        self._register_sample_grid(num_classes if conditional else codes, sample_seed)
         # Judge-based evaluation; the judge and the FID metrics (which hold it) stay outside
         # the module tree so that they are never saved into this model's checkpoints.
         self.fake_judged = JudgedSamples(10, confidence, num_codes=codes)
         self.real_judged = JudgedSamples(10, confidence)
         self._judging: dict[str, Any] = {}
-        self.eval_results: dict[str, dict[str, Any]] = {}
 
     # -- sampling -----------------------------------------------------------------------------
     @property
@@ -423,6 +219,43 @@ class GAN(Task):
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         z = self.noise(n, generator=g).to(self.device)
         return self._generate(z, labels, batch_size)
+
+    def _check_arguments(self) -> None:
+        """A clear error for each ``GAN`` argument out of its range."""
+        if self.loss not in ("nonsaturating", "hinge"):
+            raise ValueError(f"loss must be 'nonsaturating' or 'hinge', got {self.loss!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if min(self.val_samples, self.test_samples) < 2:
+            raise ValueError("val_samples and test_samples must be at least 2 (FID needs two)")
+        if self.truncation is not None and self.truncation <= 0:
+            raise ValueError(f"truncation must be > 0 (or null for none), got {self.truncation}")
+        if self.conditional and self.num_classes < 2:
+            raise ValueError(f"a conditional GAN needs num_classes >= 2, got {self.num_classes}")
+        if self.info_categories is not None:
+            if self.conditional:
+                raise ValueError(
+                    "info_categories (an InfoGAN code) is for the unconditional GAN; "
+                    "set conditional: false or info_categories: null"
+                )
+            if self.info_categories < 2:
+                raise ValueError(
+                    f"info_categories must be >= 2 (or null), got {self.info_categories}"
+                )
+        if not self.info_weight >= 0:
+            raise ValueError(f"info_weight must be >= 0, got {self.info_weight}")
+
+    def _register_sample_grid(self, rows: int, sample_seed: int) -> None:
+        """Fixed noise and labels (or codes) of the sample grids: 10 per class or code, one
+        row each, else 64 unlabelled."""
+        grid_n = rows * 10 if rows else 64
+        g = torch.Generator().manual_seed(sample_seed)
+        self.register_buffer("fixed_noise", self.noise(grid_n, generator=g), persistent=False)
+        self.register_buffer(
+            "fixed_labels",
+            torch.arange(rows).repeat_interleave(10) if rows else torch.zeros(0),
+            persistent=False,
+        )
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` latent vectors ``(n, latent_dim)`` for sampling (not for training): standard

@@ -13,7 +13,6 @@ from longmm.evaluation.metrics import ClassificationMetrics
 from longmm.fusion.dropout import ModalityDropout
 from longmm.tasks.base import Task
 from longmm.tasks.common import ModalityWeightMeans, bind_fusion, encode_and_fuse, fused_dim
-from longmm.training.optim import OptimizerName, SchedulerName
 
 Weighting = Literal["static", "uncertainty"]
 RESERVED = ("accuracy", "f1_macro", "balanced_accuracy", "loss_weights", "modality_weights")
@@ -53,25 +52,9 @@ class MultiTask(Task):
         label_smoothing: float = 0.0,
         modality_dropout: ModalityDropout | None = None,
         num_classes: int | None = None,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        momentum: float = 0.9,
-        scheduler: SchedulerName = "cosine",
-        warmup_epochs: float = 0.0,
-        step_epochs: int = 10,
-        gamma: float = 0.1,
+        **training: Any,
     ) -> None:
-        super().__init__(
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            scheduler=scheduler,
-            warmup_epochs=warmup_epochs,
-            step_epochs=step_epochs,
-            gamma=gamma,
-        )
+        super().__init__(**training)
         if not encoders:
             raise ValueError("MultiTask needs at least one encoder")
         if fusion is None and len(encoders) > 1:
@@ -129,7 +112,6 @@ class MultiTask(Task):
         )
         self.label_smoothing = label_smoothing
         self.eval_metrics = nn.ModuleDict({t: ClassificationMetrics(n) for t, n in targets.items()})
-        self.eval_results: dict[str, dict[str, Any]] = {}
         self._weights = ModalityWeightMeans()
 
     def setup(self, stage: str) -> None:

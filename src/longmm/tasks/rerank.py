@@ -20,7 +20,6 @@ from torch.nn import functional as F
 from longmm.evaluation.answers import reciprocal_rank
 from longmm.models.adapted import adapt, base_model, lora_config, n_layers, save_adapter
 from longmm.tasks.base import Task
-from longmm.training.optim import OptimizerName, SchedulerName
 
 
 class AdaptedTask(Task):
@@ -38,34 +37,19 @@ class AdaptedTask(Task):
         rank: int = 32,
         alpha: float = 64.0,
         layers: int = 3,
-        optimizer: OptimizerName = "adamw",
         lr: float = 5e-4,
-        weight_decay: float = 0.01,
-        momentum: float = 0.9,
-        scheduler: SchedulerName = "cosine",
         warmup_epochs: float = 0.05,
-        step_epochs: int = 10,
-        gamma: float = 0.1,
         num_classes: int | None = None,
         dropout: bool = False,
+        **training: Any,
     ) -> None:
         # ``num_classes``: unused (a ranking or a span has no classes); accepted because the
         # CLI links the data module's class count into every model's arguments.
-        super().__init__(
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            scheduler=scheduler,
-            warmup_epochs=warmup_epochs,
-            step_epochs=step_epochs,
-            gamma=gamma,
-        )
+        super().__init__(lr=lr, warmup_epochs=warmup_epochs, **training)
         self.base_path = model or "minilm"
         base = base_model(self.head_kind, model)  # type: ignore[arg-type]
         self.lora = lora_config(self.head_kind, rank, alpha, layers, n_layers(base))  # type: ignore[arg-type]
         self.net = adapt(base, self.lora)
-        self.eval_results: dict[str, dict[str, Any]] = {}
 
         self.frozen_below = n_layers(base) - layers
         if not dropout:

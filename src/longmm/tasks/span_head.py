@@ -12,15 +12,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from longmm.errors import DataError
 from longmm.reading.answer.span_head import SpanHead, best_span
 from longmm.tasks.base import Task
-from longmm.training.optim import OptimizerName, SchedulerName
+from longmm.tasks.common import SpanSteps
 
 
-class SpanExtraction(Task):
+class SpanExtraction(SpanSteps, Task):
     """Trains a :class:`SpanHead` on precomputed frozen features (cross-entropy on the start
     and end tokens; [CLS] for "no answer"). Reports exact span match, no-answer accuracy and
     token F1; writes ``span_head.safetensors`` (weights + architecture) into the run folder."""
@@ -35,41 +34,19 @@ class SpanExtraction(Task):
         layers: int = 1,
         dropout: float = 0.1,
         max_answer_tokens: int = 24,
-        optimizer: OptimizerName = "adamw",
         lr: float = 2e-3,
-        weight_decay: float = 0.01,
-        momentum: float = 0.9,
-        scheduler: SchedulerName = "cosine",
         warmup_epochs: float = 0.5,
-        step_epochs: int = 10,
-        gamma: float = 0.1,
+        **training: Any,
     ) -> None:
-        super().__init__(
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            scheduler=scheduler,
-            warmup_epochs=warmup_epochs,
-            step_epochs=step_epochs,
-            gamma=gamma,
-        )
+        super().__init__(lr=lr, warmup_epochs=warmup_epochs, **training)
         self.save_recipe_hyperparameters()
         self.architecture = {"dim": dim, "heads": heads, "layers": layers, "dropout": dropout}
         self.head = SpanHead(**self.architecture)
         self.max_answer_tokens = max_answer_tokens
-        self.eval_results: dict[str, dict[str, Any]] = {}
         self._counts: dict[str, list[float]] = {}
 
-    def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        start, end = self.head(batch["features"], batch["mask"], batch["type_ids"])
-        loss = (F.cross_entropy(start, batch["start"]) + F.cross_entropy(end, batch["end"])) / 2
-        return loss, start, end
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss, _, _ = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["start"]))
-        return loss
+    def logits(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return self.head(batch["features"], batch["mask"], batch["type_ids"])
 
     def _eval_step(self, batch: dict[str, Tensor], stage: str) -> None:
         loss, start, end = self._loss(batch)
@@ -95,12 +72,6 @@ class SpanExtraction(Task):
                 sums[5] += 1
         self.log(f"{stage}/loss", loss, batch_size=len(start))
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
     def _eval_end(self, stage: str) -> None:
         n, exact, nulls, null_ok, f1, answered = self._counts.pop(stage, [0.0] * 6)
         results = {
@@ -112,12 +83,6 @@ class SpanExtraction(Task):
         self.eval_results[stage] = results
         for key in ("accuracy", "no_answer_accuracy", "answer_token_f1"):
             self.log(f"{stage}/{key}", float(results[key]), prog_bar=key == "accuracy")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
 
     def write_artifacts(self, run: Path) -> list[str]:
         """``span_head.safetensors``: the head's weights with its architecture as metadata."""

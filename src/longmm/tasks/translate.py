@@ -15,7 +15,6 @@ from longmm.errors import LongmmError
 from longmm.io import atomic_write_text
 from longmm.models.seq2seq import PositionKind, Seq2SeqTransformer
 from longmm.tasks.base import Task
-from longmm.training.optim import OptimizerName, SchedulerName
 
 # TextTokenizer fixes the special ids by the order of SPECIAL_TOKENS.
 PAD_ID = SPECIAL_TOKENS.index(PAD)
@@ -61,26 +60,12 @@ class Translate(Task):
         length_penalty: float = 0.6,
         max_len_a: float = 1.5,
         max_len_b: int = 10,
-        optimizer: OptimizerName = "adamw",
         lr: float = 7e-4,
-        weight_decay: float = 0.01,
-        adam_beta2: float = 0.98,
-        momentum: float = 0.9,
-        scheduler: SchedulerName = "cosine",
         warmup_epochs: float = 1.0,
-        step_epochs: int = 10,
-        gamma: float = 0.1,
+        adam_beta2: float = 0.98,
+        **training: Any,
     ) -> None:
-        super().__init__(
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            scheduler=scheduler,
-            warmup_epochs=warmup_epochs,
-            step_epochs=step_epochs,
-            gamma=gamma,
-        )
+        super().__init__(lr=lr, warmup_epochs=warmup_epochs, **training)
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         self.save_recipe_hyperparameters()
@@ -104,7 +89,6 @@ class Translate(Task):
         self.net: Seq2SeqTransformer | None = None
         if vocab_size is not None:
             self._build(vocab_size)
-        self.eval_results: dict[str, dict[str, Any]] = {}
         self.predictions: dict[str, list[str]] = {}
         self._outputs: dict[str, list[tuple[int, str, str | None]]] = {}
         self._sums: dict[str, list[float]] = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from longmm.commands.read import main as read_main
+from longmm.cli.read import main as read_main
 from longmm.errors import DataError, LongmmError
 from longmm.reading.answer import Answer, Evidence
 from longmm.reading.answer.generator import (

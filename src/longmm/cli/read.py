@@ -123,9 +123,26 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def reader_from_options(opts: argparse.Namespace, **extra: Any) -> Any:
+    """The reader the retrieval and answer options of ``longmm read`` (also taken by the
+    long-document benchmarks) ask for; ``extra`` goes to ``build_reader`` as it is."""
+    from longmm.reading.pipeline import build_reader
+
+    return build_reader(
+        answer=opts.answer,
+        strategy=opts.strategy,
+        top_k=opts.top_k,
+        passage_tokens=opts.passage_tokens,
+        backend=opts.backend,
+        rerank=not opts.no_rerank,
+        reranker=opts.reranker,
+        answer_model=opts.answer_model,
+        **extra,
+    )
+
+
 def main(args: list[str]) -> None:
     from longmm.reading.ingest import DEFAULT_MAX_CHARS, load_documents
-    from longmm.reading.pipeline import build_reader
 
     parser = build_parser()
     opts = parser.parse_args(args)
@@ -137,17 +154,8 @@ def main(args: list[str]) -> None:
     if not all(questions):
         parser.error("--ask needs a non-empty question")
     try:
-        reader = build_reader(
-            answer=opts.answer,
-            strategy=opts.strategy,
-            top_k=opts.top_k,
-            passage_tokens=opts.passage_tokens,
-            backend=opts.backend,
-            rerank=not opts.no_rerank,
-            reranker=opts.reranker,
-            answer_model=opts.answer_model,
-            generator=opts.generator,
-            max_new_tokens=opts.max_new_tokens,
+        reader = reader_from_options(
+            opts, generator=opts.generator, max_new_tokens=opts.max_new_tokens
         )
     except ValueError as exc:
         raise LongmmError(str(exc)) from exc
@@ -283,7 +291,7 @@ class _ProgressBar:
             self.bar.stop()
 
 
-if __name__ == "__main__":  # `python -m longmm.commands.read`: skips the training stack's imports
+if __name__ == "__main__":  # `python -m longmm.cli.read`
     try:
         main(sys.argv[1:])
     except LongmmError as err:

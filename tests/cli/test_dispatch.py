@@ -15,7 +15,7 @@ def test_read_with_bm25_does_not_import_torch(tmp_path: Path, run_light_main) ->
     doc.write_text("Minutes of the meeting.\n\nThe pass key is 41234. Remember it.\n\nEnd.\n")
     args = ["read", str(doc), "--ask", "What is the pass key?", "--strategy", "bm25"]
     args += ["--answer", "sentence", "--no-rerank", "--json"]
-    result = run_light_main("longmm.entry", args, absent=("torch", "lightning"))
+    result = run_light_main("longmm.cli", args, absent=("torch", "lightning"))
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)["answers"][0]
     assert "41234" in answer["answer"]
@@ -26,7 +26,7 @@ def test_entry_point_reports_read_errors_without_a_traceback(tmp_path: Path) -> 
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     result = subprocess.run(
-        [sys.executable, "-m", "longmm.entry", "read", str(empty), "--ask", "Anything?"],
+        [sys.executable, "-m", "longmm.cli", "read", str(empty), "--ask", "Anything?"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -39,7 +39,7 @@ def test_entry_point_reports_read_errors_without_a_traceback(tmp_path: Path) -> 
 def test_read_answers_with_the_span_head_and_falls_back_to_a_sentence(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from longmm.commands.read import main as read
+    from longmm.cli.read import main as read
 
     doc = tmp_path / "minutes.md"
     doc.write_text(
@@ -79,7 +79,7 @@ def test_first_answer_takes_the_first_extractor_that_answers() -> None:
 
 
 def test_help_is_instant_and_names_every_command(run_light_main) -> None:
-    result = run_light_main("longmm.entry", ["--help"], timeout=60)
+    result = run_light_main("longmm.cli", ["--help"], timeout=60)
     assert result.returncode == 0, result.stderr
     from longmm.cli import COMMANDS, LIGHTNING_COMMANDS
 
@@ -91,7 +91,7 @@ def test_help_is_instant_and_names_every_command(run_light_main) -> None:
 def test_openmp_spin_default_leaves_a_users_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from longmm.entry import set_openmp_defaults
+    from longmm.cli import set_openmp_defaults
 
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     set_openmp_defaults()
@@ -99,3 +99,54 @@ def test_openmp_spin_default_leaves_a_users_setting(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("GOMP_SPINCOUNT", "300000")
     set_openmp_defaults()
     assert os.environ["GOMP_SPINCOUNT"] == "300000"
+
+
+def test_every_command_names_a_module_with_its_function() -> None:
+    """Each command lives in its own module of ``longmm.cli``; the table names what exists
+    (checked without importing the modules: most pull in torch)."""
+    import ast
+    import importlib.util
+
+    from longmm.cli import COMMANDS
+
+    for command, target in COMMANDS.items():
+        module, _, function = target.partition(":")
+        assert module.startswith("longmm.cli."), command
+        spec = importlib.util.find_spec(module)
+        assert spec is not None and spec.origin, module
+        tree = ast.parse(Path(spec.origin).read_text())
+        names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        assert function in names, f"{command}: {module} has no {function}()"
+
+
+def test_serve_hands_its_arguments_to_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    import longmm.deploy.serve
+    from longmm.cli import main
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(longmm.deploy.serve, "main", seen.append)
+    main(["serve", "runs/x", "--port", "8123"])
+    assert seen == [["runs/x", "--port", "8123"]]
+
+
+def test_unknown_command_exits_2_with_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    from longmm.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["frobnicate"])
+    assert exc.value.code == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_python_dash_m_and_the_old_entry_name_run_the_same_dispatcher() -> None:
+    runs = {
+        "longmm.cli": "import runpy, sys; sys.argv = ['x', '--help']; "
+        "runpy.run_module('longmm.cli', run_name='__main__')",
+        "longmm.entry": "from longmm.entry import main; main(['--help'])",
+    }
+    for module, code in runs.items():
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("usage: longmm COMMAND"), module

@@ -1,12 +1,9 @@
-"""The ``longmm`` command.
-
-``fit``, ``validate``, ``test`` and ``predict`` go through LightningCLI (YAML recipes,
-``--section.key value`` overrides); ``data`` and ``quickstart`` are longmm's own.
+"""``longmm fit | validate | test | predict``: LightningCLI (YAML recipes, ``--section.key value``
+overrides) with a run folder: config, checkpoints, metrics, report, plots, predictions.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import shlex
 import shutil
@@ -16,22 +13,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from longmm.entry import USAGE, onnx_engine_args
 from longmm.errors import LongmmError
 from longmm.evaluation.plots import plot_confusion_matrix, plot_curves
 from longmm.evaluation.report import run_report
 from longmm.io import atomic_write_json, atomic_write_text
 from longmm.runs import AtomicCheckpointIO, export_best_weights, read_checkpoint
 from longmm.training.callbacks import EpochReseed, LastCheckpoint
-
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 class LongmmCLI(LightningCLI):
@@ -88,8 +81,7 @@ class LongmmCLI(LightningCLI):
         config["callbacks"] = list(config.get("callbacks") or [])
         config["plugins"] = [*(config.get("plugins") or []), AtomicCheckpointIO()]
         if self.subcommand == "fit":
-            monitor = getattr(self.model, "monitor", "val/loss")
-            mode = getattr(self.model, "monitor_mode", "min")
+            monitor, mode = self.model.monitor, self.model.monitor_mode
             self.checkpoint_callback = ModelCheckpoint(
                 dirpath=run / "checkpoints",
                 filename="best",
@@ -139,7 +131,7 @@ class LongmmCLI(LightningCLI):
         if trainer.world_size > 1:
             # Distributed samplers pad the evaluation splits (repeated samples, so that every
             # rank gets as many): the final evaluation runs on rank 0 alone, each sample once.
-            from longmm.deploy.distributed import leave_process_group, single_device_trainer
+            from longmm.training.distributed import leave_process_group, single_device_trainer
 
             leave_process_group()
             if not trainer.is_global_zero:
@@ -147,7 +139,7 @@ class LongmmCLI(LightningCLI):
             evaluator = single_device_trainer(trainer, [AtomicCheckpointIO()])
         for stage, fn in (("val", evaluator.validate), ("test", evaluator.test)):
             fn(model, datamodule=dm, ckpt_path=best, verbose=False)
-            results[stage] = dict(getattr(model, "eval_results", {}).get(stage, {}))
+            results[stage] = dict(model.eval_results.get(stage, {}))
         if not trainer.is_global_zero:
             return
         export_best_weights(best, run / "checkpoints" / "best.safetensors")
@@ -159,18 +151,15 @@ class LongmmCLI(LightningCLI):
             "best_checkpoint": _relative(Path(best), run),
             "monitor": {"name": cb.monitor, "best": float(cb.best_model_score or float("nan"))},
         }
-        data_summary = None
-        if hasattr(dm, "save_artifacts"):
-            dm.save_artifacts(run)
-            data_summary = dm.summary()
-        classes = getattr(dm, "classes", None)
+        dm.save_artifacts(run)
+        data_summary = dm.summary()
+        classes = dm.classes
         if "confusion_matrix" in results["test"] and classes:
             plot_confusion_matrix(
                 results["test"]["confusion_matrix"], classes, run / "plots" / "confusion_matrix.png"
             )
             plots.append("plots/confusion_matrix.png")
-        if hasattr(model, "write_artifacts"):
-            plots += model.write_artifacts(run)
+        plots += model.write_artifacts(run)
         atomic_write_json(run / "metrics.json", metrics)
         command = "longmm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         title = f"Run {run.name}: {type(model).__name__}"
@@ -187,7 +176,7 @@ class LongmmCLI(LightningCLI):
     # -- validate / test / predict -----------------------------------------------------------
     def _after_eval(self, stage: str) -> None:
         if self.trainer.is_global_zero:
-            results = getattr(self.model, "eval_results", {}).get(stage)
+            results = self.model.eval_results.get(stage)
             if results:
                 atomic_write_json(self.run_dir() / f"metrics_{stage}.json", results)
 
@@ -198,7 +187,7 @@ class LongmmCLI(LightningCLI):
         out = self.run_dir() / "predictions.jsonl"
         if self.trainer.world_size > 1:
             # Each rank writes a shard; rank 0 merges them in input order.
-            from longmm.deploy.distributed import gather_predictions
+            from longmm.training.distributed import gather_predictions
 
             written = gather_predictions(rows, out, self.trainer)
         else:
@@ -210,8 +199,8 @@ class LongmmCLI(LightningCLI):
 
     def _prediction_rows(self, batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
         dm = self.datamodule
-        classes = list(getattr(dm, "classes", []) or [])
-        samples = getattr(dm, "samples", {}).get("test", []) if hasattr(dm, "samples") else []
+        classes = list(dm.classes or [])
+        samples = dm.samples.get("test", [])
         rows = []
         for batch in batches:
             for i in range(len(batch["pred"])):
@@ -272,92 +261,13 @@ def run_lightning(args: list[str]) -> LongmmCLI:
     )
 
 
-def recipe_path(name: str) -> Path:
-    """A recipe by name: from the installed package, else from the source checkout."""
-    here = Path(__file__).resolve().parent
-    for folder in (here / "recipes", here.parents[1] / "recipes"):
-        candidate = folder / f"{name}.yaml"
-        if candidate.is_file():
-            return candidate
-    raise LongmmError(
-        f"recipe {name!r} not found in {here / 'recipes'} or {here.parents[1] / 'recipes'}"
-    )
+def fit(args: list[str]) -> None:
+    run_lightning(["fit", *args])
 
 
-QUICKSTART = (
-    ("cnn_digits", "CNN (residual, batch norm) on embedded digits"),
-    ("cnn_digits_article", "CNN (the article's network) on embedded digits"),
-    ("fusion_av_digits", "image + audio fusion on embedded audio-visual digits"),
-)
+def validate(args: list[str]) -> None:
+    run_lightning(["validate", *args])
 
 
-def quickstart(args: list[str]) -> None:
-    """The main job on embedded data: each quickstart recipe trained and tested."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="longmm quickstart", description="Train the main job on embedded data."
-    )
-    parser.add_argument("--out", default="runs/quickstart", help="parent folder of the runs")
-    opts = parser.parse_args(args)
-    t0 = time.perf_counter()
-    out = Path(opts.out)
-    rows = []
-    for name, title in QUICKSTART:
-        run_lightning(["fit", "--config", str(recipe_path(name)), "--out", str(out / name)])
-        metrics = json.loads((out / name / "metrics.json").read_text())
-        rows.append((title, metrics["test"]["accuracy"], metrics["seconds"], out / name))
-    from longmm.reading.demo import print_reading, quickstart_reading
-
-    # A long multimodal document read with the digits CNN trained above.
-    reading = quickstart_reading(out / "reading", digits_run=out / "cnn_digits")
-    print(f"\nquickstart done in {time.perf_counter() - t0:.0f} s")
-    for title, accuracy, seconds, folder in rows:
-        print(f"  {title:<50} test accuracy {accuracy:.4f}  ({seconds:.0f} s)  {folder}")
-    print_reading(reading)
-
-
-# Commands outside LightningCLI, imported only when used (a fast start for the others).
-COMMANDS = {
-    "data": "longmm.data.inspect:data_command",
-    "generate": "longmm.commands.generate:main",
-    "translate": "longmm.commands.translate:main",
-    "bench": "longmm.bench:main",
-    "read": "longmm.commands.read:main",
-    "serve": "longmm.deploy.serve:main",
-    "export": "longmm.deploy.export:main",
-    "compress": "longmm.deploy.compress:main",
-    "predict-onnx": "longmm.deploy.runtime:main",
-}
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return
-    command, rest = argv[0], argv[1:]
-    torch.set_float32_matmul_precision("high")
-    try:
-        onnx_args = onnx_engine_args(rest) if command == "predict" else None
-        if onnx_args is not None:
-            from longmm.deploy.runtime import main as predict_onnx
-
-            predict_onnx(onnx_args, prog="longmm predict --engine onnx")
-        elif command in LIGHTNING_COMMANDS:
-            run_lightning(argv)
-        elif command in COMMANDS:
-            module, _, function = COMMANDS[command].partition(":")
-            getattr(importlib.import_module(module), function)(rest)
-        elif command == "quickstart":
-            quickstart(rest)
-        else:
-            print(f"longmm: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-            sys.exit(2)
-    except LongmmError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()
+def test(args: list[str]) -> None:
+    run_lightning(["test", *args])

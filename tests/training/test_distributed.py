@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from longmm.deploy.distributed import merge_shards
+from longmm.training.distributed import merge_shards
 
 DDP = [
     "--trainer.strategy",
@@ -98,8 +98,8 @@ def test_ddp_fit_on_two_cpu_processes_then_sharded_predict(
 
 
 def test_distributed_predict_needs_an_index(tmp_path: Path) -> None:
-    from longmm.deploy.distributed import gather_predictions
     from longmm.errors import LongmmError
+    from longmm.training.distributed import gather_predictions
 
     with pytest.raises(LongmmError, match="index"):
         gather_predictions([{"pred": 1}], tmp_path / "p.jsonl", trainer=None)

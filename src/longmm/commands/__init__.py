@@ -1,1 +1,0 @@
-"""Commands of the `longmm` CLI beyond LightningCLI's fit/validate/test/predict."""
