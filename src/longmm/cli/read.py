@@ -62,16 +62,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     """How the answer is found: the answer mode, the re-ranker and models of one's own."""
     parser.add_argument(
         "--answer",
-        default="span",
+        default="qa",
         choices=("span", "qa", "sentence"),
         help=(
-            "how the answer is taken from the evidence: 'span' (default), the span head "
-            "trained on generated fact questions reads the best evidence sentences and "
-            "answers with its best span when that beats its 'no answer' score, else with the "
-            "best sentence; 'qa', the extractive answer model trained on real questions "
-            "(SQuAD 2.0, PolicyQA), its best span over the evidence when that beats its "
-            "calibrated 'no answer' score, else the best sentence; 'sentence', the best "
-            "evidence sentence alone. Figures and audio clips of multimodal documents are "
+            "how the answer is taken from the evidence: 'qa' (default), the extractive "
+            "answer model trained on real questions (SQuAD 2.0, PolicyQA) and generated "
+            "facts, its best span over the evidence when that beats its calibrated 'no "
+            "answer' score, else the best sentence; 'span', the span head trained on "
+            "generated fact questions only, reading the best evidence sentences; "
+            "'sentence', the best evidence sentence alone. Figures and audio clips of "
+            "multimodal documents are "
             "read by their encoders except with 'sentence'"
         ),
     )
