@@ -84,5 +84,5 @@ def test_the_packaged_models_load_offline() -> None:
     text = "The landlord repairs the heating, the boiler and the roof."
     span = model.read("Who repairs the heating?", [Evidence(text, "doc", 0, len(text))])
     assert span.text == "The landlord"
-    for weights in (ce.weights, model.weights):
-        assert Path(weights).stat().st_size < 2_000_000
+    for weights in (ce.weights, model.weights):  # adapters and heads only, not a model
+        assert Path(weights).stat().st_size < 3_000_000
