@@ -10,8 +10,9 @@ own: a local Hugging Face folder holding a cross-encoder (``...ForSequenceClassi
 one relevance logit, e.g. an MS MARCO MiniLM) or an extractive QA model
 (``...ForQuestionAnswering``), or an adapter file / run folder made by our recipes.
 
-``backend``: ``torch``, ``onnx`` or ``onnx-int8`` (``auto``: ``onnx-int8`` when
-onnxruntime is installed, as the dense encoder). The ONNX form is exported once into the
+``backend``: ``torch``, ``onnx`` or ``onnx-int8`` (``auto``: ONNX when onnxruntime is
+installed; int8 for the answer model, float32 for the re-ranker, whose int8 form picked
+another top passage than torch on 29 % of Qasper questions). The ONNX form is exported once into the
 cache folder, checked against torch first (largest difference at most ``1e-3`` on a probe
 batch, else the export fails), then quantised; the torch-free path needs no torch once the
 export exists.
@@ -47,6 +48,7 @@ class PairModel:
     holding one, or a Hugging Face model folder."""
 
     kind: Kind = "rerank"
+    quantize_by_default = True  # what ``backend="auto"`` picks: int8 or float32 ONNX
 
     def __init__(
         self,
@@ -55,7 +57,7 @@ class PairModel:
         batch_size: int = 32,
         threads: int | None = None,
     ) -> None:
-        self.backend = resolve_backend(backend)
+        self.backend = resolve_backend(backend, quantized=self.quantize_by_default)
         self.batch_size = batch_size
         self.threads = threads
         self.weights, self.folder, self.meta = resolve_source(self.kind, source)

@@ -62,15 +62,16 @@ def stage(progress: Progress | None, name: str) -> Callable[[int, int], None] | 
     return lambda done, total: progress(name, done, total)
 
 
-def resolve_backend(backend: str) -> Backend:
-    """The backend ``auto`` stands for here: ``onnx-int8`` when onnxruntime is installed."""
+def resolve_backend(backend: str, quantized: bool = True) -> Backend:
+    """The backend ``auto`` stands for here: ``onnx-int8`` (``onnx`` when not ``quantized``)
+    when onnxruntime is installed, else ``torch``."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         try:
             import onnxruntime  # noqa: F401
 
-            return "onnx-int8"
+            return "onnx-int8" if quantized else "onnx"
         except ImportError:
             return "torch"
     return backend  # type: ignore[return-value]
