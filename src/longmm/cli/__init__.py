@@ -102,6 +102,17 @@ def onnx_engine_args(args: list[str]) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        dispatch(argv)
+    except BrokenPipeError:
+        # Whoever read our output left (`longmm --help | head`): no traceback, and no second
+        # error when Python flushes stdout at exit (the recipe of Python's signal docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+def dispatch(argv: list[str] | None = None) -> None:
+    """Run the command ``argv`` names (default: the command line)."""
     set_openmp_defaults()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
